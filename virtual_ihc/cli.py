@@ -1,0 +1,46 @@
+"""The ``virtual-ihc`` command: one subcommand per task.
+
+Each subcommand lives in its own module, which provides
+``configure_parser(parser)`` and ``run(args) -> int``; modules are imported only
+when their subcommand runs, so ``virtual-ihc --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+#: subcommand -> (module, one-line help)
+SUBCOMMANDS = {
+    "train": ("virtual_ihc.training.cli", "train the improved CycleGAN (same as python train.py)"),
+    "evaluate": ("virtual_ihc.evaluation.cli", "evaluate trained runs (same as python evaluate.py)"),
+    "stain": ("virtual_ihc.inference.cli", "virtually stain an image, slide or folder with a trained generator"),
+    "nst": ("virtual_ihc.nst.cli", "neural style transfer baseline (VGG19, Gatys et al.)"),
+}
+
+
+def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
+    """The top-level parser; only ``selected`` (if given) gets its full options."""
+    parser = argparse.ArgumentParser(prog="virtual-ihc", description=__doc__.splitlines()[0])
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module_name, help_text) in SUBCOMMANDS.items():
+        sub = subparsers.add_parser(name, help=help_text, description=help_text)
+        if name == selected:
+            importlib.import_module(module_name).configure_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    selected = next((arg for arg in argv if not arg.startswith("-")), None)
+    selected = selected if selected in SUBCOMMANDS else None
+    args = build_parser(selected).parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    module = importlib.import_module(SUBCOMMANDS[args.command][0])
+    return int(module.run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
