@@ -1,0 +1,9 @@
+#!/usr/bin/env python
+"""Evaluate trained runs (reconstruction metrics, P-hash, FID/KID, Ki-67 index)."""
+
+import sys
+
+from virtual_ihc.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main(["evaluate", *sys.argv[1:]]))

@@ -1,0 +1,1 @@
+"""Inference: whole-image and whole-slide virtual staining."""

@@ -1,0 +1,112 @@
+"""Losses of the improved CycleGAN; each returns one value per example, shape ``(B,)``.
+
+Per-example values let the training step average with
+``tf.nn.compute_average_loss`` over the *global* batch, which is the correct
+scaling under ``tf.distribute`` (gradients are summed across replicas).
+
+Image conventions: network images are float in [-1, 1]; SSIM is computed on
+images rescaled to [0, 1] with ``max_val=1`` (``tf.image.ssim`` defaults: 11x11
+Gaussian window, sigma 1.5, k1 0.01, k2 0.03, per channel then averaged).
+
+Total generator objective (paper: lambda = beta = 5)::
+
+    L = L_adv(G_he->ki67) + L_adv(G_ki67->he)
+        + lambda * (|he - cycled_he|_1 + |ki67 - cycled_ki67|_1)
+        + beta * (2 - SSIM(cycled_he, he) - SSIM(cycled_ki67, ki67))
+        + identity_weight * (|G_he->ki67(ki67) - ki67|_1 + |G_ki67->he(he) - he|_1)
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+#: MS-SSIM weights of the five scales (Wang et al. 2003), as in tf.image.ssim_multiscale
+MS_SSIM_POWER_FACTORS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
+SSIM_FILTER_SIZE = 11
+
+
+def _per_example_mean(values: tf.Tensor) -> tf.Tensor:
+    return tf.reduce_mean(tf.reshape(tf.cast(values, tf.float32), [tf.shape(values)[0], -1]), axis=1)
+
+
+def to_unit_range(images: tf.Tensor) -> tf.Tensor:
+    """[-1, 1] -> [0, 1] float32, clipped."""
+    return tf.clip_by_value((tf.cast(images, tf.float32) + 1.0) * 0.5, 0.0, 1.0)
+
+
+def generator_adversarial_loss(fake_logits: tf.Tensor, kind: str = "bce") -> tf.Tensor:
+    """The generator wants its fakes called real.
+
+    ``bce``: -log sigmoid(D(fake)) (the paper's log-likelihood form);
+    ``lsgan``: (D(fake) - 1)^2. Averaged over patches.
+    """
+    fake_logits = tf.cast(fake_logits, tf.float32)
+    if kind == "bce":
+        return _per_example_mean(tf.nn.softplus(-fake_logits))
+    if kind == "lsgan":
+        return _per_example_mean(tf.square(fake_logits - 1.0))
+    raise ValueError(f"adversarial loss must be 'bce' or 'lsgan', got {kind!r}")
+
+
+def discriminator_loss(real_logits: tf.Tensor, fake_logits: tf.Tensor, kind: str = "bce") -> tf.Tensor:
+    """Half the sum of the real and fake terms, as in CycleGAN (slows D relative to G).
+
+    ``bce``: -log sigmoid(D(real)) - log(1 - sigmoid(D(fake)));
+    ``lsgan``: (D(real) - 1)^2 + D(fake)^2.
+    """
+    real_logits = tf.cast(real_logits, tf.float32)
+    fake_logits = tf.cast(fake_logits, tf.float32)
+    if kind == "bce":
+        real_term, fake_term = tf.nn.softplus(-real_logits), tf.nn.softplus(fake_logits)
+    elif kind == "lsgan":
+        real_term, fake_term = tf.square(real_logits - 1.0), tf.square(fake_logits)
+    else:
+        raise ValueError(f"adversarial loss must be 'bce' or 'lsgan', got {kind!r}")
+    return 0.5 * (_per_example_mean(real_term) + _per_example_mean(fake_term))
+
+
+def l1_loss(real: tf.Tensor, reconstructed: tf.Tensor) -> tf.Tensor:
+    """Mean absolute difference per example (cycle and identity losses)."""
+    return _per_example_mean(tf.abs(tf.cast(real, tf.float32) - tf.cast(reconstructed, tf.float32)))
+
+
+def ms_ssim_power_factors(image_size: int, filter_size: int = SSIM_FILTER_SIZE) -> tuple[float, ...]:
+    """The MS-SSIM scale weights that fit an image of ``image_size`` pixels.
+
+    ``tf.image.ssim_multiscale`` needs ``(filter_size - 1) * 2 ** (scales - 1) + 1``
+    pixels; small tiles drop the coarsest scales and the remaining weights are
+    renormalised to sum to 1 (288-pixel tiles keep all five).
+    """
+    scales = len(MS_SSIM_POWER_FACTORS)
+    while scales > 1 and (filter_size - 1) * 2 ** (scales - 1) + 1 > image_size:
+        scales -= 1
+    factors = MS_SSIM_POWER_FACTORS[:scales]
+    total = sum(factors)
+    return tuple(factor / total for factor in factors)
+
+
+def structural_similarity(a: tf.Tensor, b: tf.Tensor, kind: str = "ssim") -> tf.Tensor:
+    """SSIM (or MS-SSIM) per example of two [-1, 1] image batches, computed in [0, 1]."""
+    a, b = to_unit_range(a), to_unit_range(b)
+    if kind == "ssim":
+        return tf.image.ssim(a, b, max_val=1.0, filter_size=SSIM_FILTER_SIZE)
+    if kind == "ms_ssim":
+        size = min(a.shape[1], a.shape[2])
+        if size is None:
+            raise ValueError("MS-SSIM needs a static image size")
+        filter_size = min(SSIM_FILTER_SIZE, size)
+        return tf.image.ssim_multiscale(a, b, max_val=1.0, filter_size=filter_size,
+                                        power_factors=ms_ssim_power_factors(size, filter_size))
+    raise ValueError(f"ssim kind must be 'ssim' or 'ms_ssim', got {kind!r}")
+
+
+def structural_cycle_loss(real_he: tf.Tensor, cycled_he: tf.Tensor, real_ki67: tf.Tensor,
+                          cycled_ki67: tf.Tensor, kind: str = "ssim") -> tf.Tensor:
+    """The paper's structural cycle loss per example: ``2 - SSIM(he) - SSIM(ki67)``, in [0, 4]."""
+    return (2.0 - structural_similarity(real_he, cycled_he, kind)
+            - structural_similarity(real_ki67, cycled_ki67, kind))
+
+
+def psnr(a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
+    """PSNR in dB per example of two [-1, 1] batches, computed in [0, 1] (``max_val=1``)."""
+    return tf.image.psnr(to_unit_range(a), to_unit_range(b), max_val=1.0)

@@ -1,0 +1,1 @@
+"""Training: learning-rate schedules, atomic checkpoints, callbacks and the training run."""

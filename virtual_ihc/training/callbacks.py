@@ -1,0 +1,88 @@
+"""Keras callbacks of a training run: checkpoints, learning rate, sample images, skipped files."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from virtual_ihc.data.io import write_image_rgb
+from virtual_ihc.export import unit_to_uint8
+from virtual_ihc.training.checkpoints import CheckpointManager
+from virtual_ihc.training.schedules import current_learning_rate
+
+logger = logging.getLogger(__name__)
+
+
+class EpochCheckpoint(keras.callbacks.Callback):
+    """Saves the whole training state at the end of every epoch (atomically)."""
+
+    def __init__(self, manager: CheckpointManager):
+        super().__init__()
+        self.manager = manager
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.manager.save(epoch + 1)
+
+
+class LearningRateLogger(keras.callbacks.Callback):
+    """Adds ``learning_rate`` (the rate the next step will use) to the epoch logs.
+
+    Must come before ``CSVLogger`` / ``TensorBoard`` in the callback list.
+    """
+
+    def __init__(self, optimizer: keras.optimizers.Optimizer):
+        super().__init__()
+        self.optimizer = optimizer
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["learning_rate"] = current_learning_rate(self.optimizer)
+
+
+def sample_grid(model, real_he: np.ndarray, real_ki67: np.ndarray) -> np.ndarray:
+    """uint8 image: one row per example, ``real_he | fake_ki67 | cycled_he`` then
+    ``real_ki67 | fake_he | cycled_ki67``, for float [-1, 1] batches."""
+    fake_ki67 = model.generator_he_to_ki67(real_he, training=False)
+    cycled_he = model.generator_ki67_to_he(fake_ki67, training=False)
+    fake_he = model.generator_ki67_to_he(real_ki67, training=False)
+    cycled_ki67 = model.generator_he_to_ki67(fake_he, training=False)
+    rows = [tf.concat([real, fake, cycled], axis=2)  # (B, H, 3W, 3)
+            for real, fake, cycled in ((real_he, fake_ki67, cycled_he), (real_ki67, fake_he, cycled_ki67))]
+    grid = tf.concat([tf.reshape(row, [-1, row.shape[2], 3]) for row in rows], axis=0)
+    return unit_to_uint8(grid).numpy()
+
+
+class SampleImages(keras.callbacks.Callback):
+    """Writes ``samples/epoch_NNN.png`` and the same grid to TensorBoard after every epoch."""
+
+    def __init__(self, real_he: np.ndarray, real_ki67: np.ndarray, samples_dir: Path, log_dir: Path):
+        super().__init__()
+        self.real_he = real_he
+        self.real_ki67 = real_ki67
+        self.samples_dir = Path(samples_dir)
+        self.writer = tf.summary.create_file_writer(str(Path(log_dir) / "images"))
+
+    def on_epoch_end(self, epoch, logs=None):
+        grid = sample_grid(self.model, self.real_he, self.real_ki67)
+        write_image_rgb(self.samples_dir / f"epoch_{epoch + 1:03d}.png", grid)
+        with self.writer.as_default():
+            tf.summary.image("he_to_ki67_to_he__ki67_to_he_to_ki67", grid[None], step=epoch + 1)
+        self.writer.flush()
+
+
+class DecodeFailureReport(keras.callbacks.Callback):
+    """Logs at the end of training how many tiles were skipped because they failed to decode."""
+
+    def __init__(self, failures):
+        super().__init__()
+        self.failures = failures
+
+    def on_train_end(self, logs=None):
+        if self.failures.count:
+            logger.warning("%d tile reads failed during training (%d distinct files), all skipped: %s",
+                           self.failures.count, len(self.failures.failures),
+                           ", ".join(sorted(self.failures.failures)[:5]))

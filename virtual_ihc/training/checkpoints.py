@@ -1,0 +1,95 @@
+"""Atomic, resumable checkpoints of the whole training state.
+
+A checkpoint holds the four networks, both optimizers (Adam moments, step
+counters, loss scale), both image pools and the epoch counter. It is written to
+``checkpoints/.tmp_epoch_NNN/`` and renamed to ``checkpoints/epoch_NNN/`` only
+when complete, so a crash mid-save never leaves a checkpoint that breaks
+``--resume``: an incomplete one keeps its temporary name and is ignored.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+from pathlib import Path
+
+import tensorflow as tf
+
+logger = logging.getLogger(__name__)
+
+_EPOCH_DIR = re.compile(r"^epoch_(\d{3,})$")
+CHECKPOINT_PREFIX = "ckpt"
+
+
+def list_checkpoints(directory: str | Path) -> list[tuple[int, Path]]:
+    """Complete checkpoints as ``(epoch, prefix)``, oldest first."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    found = []
+    for entry in directory.iterdir():
+        match = _EPOCH_DIR.match(entry.name)
+        if match and (entry / f"{CHECKPOINT_PREFIX}.index").is_file():
+            found.append((int(match.group(1)), entry / CHECKPOINT_PREFIX))
+    return sorted(found)
+
+
+class CheckpointManager:
+    """Saves and restores the training state of a ``CycleGAN`` under ``directory``."""
+
+    def __init__(self, directory: str | Path, model, keep: int = 0):
+        self.directory = Path(directory)
+        self.keep = keep
+        self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+        self.checkpoint = tf.train.Checkpoint(
+            generator_he_to_ki67=model.generator_he_to_ki67,
+            generator_ki67_to_he=model.generator_ki67_to_he,
+            discriminator_he=model.discriminator_he,
+            discriminator_ki67=model.discriminator_ki67,
+            generator_optimizer=model.generator_optimizer,
+            discriminator_optimizer=model.discriminator_optimizer,
+            pool_he=model.pool_he,
+            pool_ki67=model.pool_ki67,
+            epoch=self.epoch,
+        )
+
+    def save(self, epoch: int) -> Path:
+        """Write the state after ``epoch`` completed epochs; returns the checkpoint prefix."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        final = self.directory / f"epoch_{epoch:03d}"
+        tmp = self.directory / f".tmp_epoch_{epoch:03d}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        self.epoch.assign(epoch)
+        self.checkpoint.write(str(tmp / CHECKPOINT_PREFIX))
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        self._prune()
+        logger.info("checkpoint saved: %s", final)
+        return final / CHECKPOINT_PREFIX
+
+    def _prune(self) -> None:
+        if self.keep > 0:
+            for _, prefix in list_checkpoints(self.directory)[:-self.keep]:
+                shutil.rmtree(prefix.parent, ignore_errors=True)
+
+    def latest(self) -> tuple[int, Path] | None:
+        checkpoints = list_checkpoints(self.directory)
+        return checkpoints[-1] if checkpoints else None
+
+    def restore(self, prefix: str | Path | None = None) -> int:
+        """Restore a checkpoint (default: the latest); returns its epoch.
+
+        Raises:
+            FileNotFoundError: no complete checkpoint (message names the folder).
+        """
+        if prefix is None:
+            latest = self.latest()
+            if latest is None:
+                raise FileNotFoundError(f"--resume: no checkpoint in {self.directory}")
+            prefix = latest[1]
+        self.checkpoint.read(str(prefix)).assert_existing_objects_matched()
+        logger.info("restored %s (epoch %d)", prefix, int(self.epoch.numpy()))
+        return int(self.epoch.numpy())

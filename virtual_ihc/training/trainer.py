@@ -1,0 +1,220 @@
+"""One training run, from a resolved ``ExperimentConfig`` to a run directory.
+
+Run directory layout::
+
+    config.json                 the full resolved configuration
+    checkpoints/epoch_NNN/      atomic checkpoints (networks, optimizers, pools, epoch)
+    logs/                       TensorBoard scalars (train/, validation/) and sample images (images/)
+    samples/epoch_NNN.png       real H&E | virtual Ki-67 | reconstructed H&E, and the reverse row
+    history.csv                 per-epoch losses, validation metrics and learning rate
+    export/he_to_ki67/          SavedModel, uint8 serving_default signature (and ki67_to_he/)
+    export/generator_*.keras    both generators as Keras files
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import shutil
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from virtual_ihc.config import ConfigError, ExperimentConfig, validate_config
+from virtual_ihc.data.pipeline import (DecodeFailures, DomainIndex, default_steps_per_epoch, index_domain,
+                                       make_train_dataset, make_validation_dataset, split_validation)
+from virtual_ihc.data.synthetic import write_sample_dataset
+from virtual_ihc.export import export_generators
+from virtual_ihc.models import CycleGAN, build_patchgan_discriminator, build_resnet_generator
+from virtual_ihc.training.callbacks import DecodeFailureReport, EpochCheckpoint, LearningRateLogger, SampleImages
+from virtual_ihc.training.checkpoints import CheckpointManager, list_checkpoints
+from virtual_ihc.training.schedules import build_learning_rate_schedule
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class TrainingResult:
+    """What a run produced, for the CLI summary and for callers."""
+
+    run_dir: Path
+    epochs_completed: int
+    steps_per_epoch: int
+    history: dict
+    exports: dict
+    skipped_files: dict
+    decode_failures: int
+    replicas: int
+
+
+def select_strategy(mode: str) -> tf.distribute.Strategy:
+    """``auto``: MirroredStrategy over all GPUs when more than one is visible, else the default.
+
+    ``mirrored`` forces MirroredStrategy over all GPUs, or over all logical CPU
+    devices when there is no GPU (what the multi-replica tests use).
+    """
+    gpus = tf.config.list_logical_devices("GPU")
+    if mode == "none" or (mode == "auto" and len(gpus) <= 1):
+        return tf.distribute.get_strategy()
+    devices = [device.name for device in (gpus or tf.config.list_logical_devices("CPU"))]
+    return tf.distribute.MirroredStrategy(devices=devices)
+
+
+@contextlib.contextmanager
+def precision_policy(name: str):
+    """Set the Keras dtype policy while models are built, then restore the previous one."""
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("float32" if name == "none" else name)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+def build_cycle_gan(config: ExperimentConfig) -> CycleGAN:
+    """The four networks and the CycleGAN wrapper, uncompiled (call inside the strategy scope)."""
+    crop = config.data.crop_size
+    with precision_policy(config.train.mixed_precision):
+        return CycleGAN(
+            generator_he_to_ki67=build_resnet_generator(config.generator, "generator_he_to_ki67"),
+            generator_ki67_to_he=build_resnet_generator(config.generator, "generator_ki67_to_he"),
+            discriminator_he=build_patchgan_discriminator(config.discriminator, "discriminator_he"),
+            discriminator_ki67=build_patchgan_discriminator(config.discriminator, "discriminator_ki67"),
+            loss_config=config.loss, image_shape=(crop, crop, 3), pool_size=config.train.pool_size,
+            seed=config.train.seed)
+
+
+def compile_cycle_gan(model: CycleGAN, config: ExperimentConfig, steps_per_epoch: int) -> None:
+    """Adam for both generators and both discriminators with the configured schedule."""
+    train = config.train
+
+    def adam():
+        optimizer = keras.optimizers.Adam(build_learning_rate_schedule(train, steps_per_epoch),
+                                          beta_1=train.beta_1, beta_2=train.beta_2)
+        if train.mixed_precision == "mixed_float16":
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        return optimizer
+
+    model.compile(generator_optimizer=adam(), discriminator_optimizer=adam(), jit_compile=train.jit)
+
+
+def resolve_domains(config: ExperimentConfig, run_dir: Path) -> tuple[DomainIndex, ...]:
+    """Index training and validation tiles of both stains (writing the sample data if no data is given)."""
+    data = config.data
+    he_dir, ki67_dir = data.he_dir, data.ki67_dir
+    he_val_dir, ki67_val_dir = data.he_val_dir, data.ki67_val_dir
+    if he_dir is None:
+        root = write_sample_dataset(run_dir / "sample_data", data.sample_train_tiles, data.sample_val_tiles,
+                                    data.sample_tile_size, seed=config.train.seed)
+        he_dir, ki67_dir = root / "he" / "train", root / "ki67" / "train"
+        he_val_dir, ki67_val_dir = root / "he" / "val", root / "ki67" / "val"
+    index = lambda folder, name: index_domain(folder, name, data.tile_size, data.tile_overlap,  # noqa: E731
+                                              data.min_tissue, data.crop_size)
+    he, ki67 = index(he_dir, f"--he-dir {he_dir}"), index(ki67_dir, f"--ki67-dir {ki67_dir}")
+    if (he_val_dir is None) != (ki67_val_dir is None):
+        raise ConfigError("--he-val-dir and --ki67-val-dir must be given together")
+    if he_val_dir is not None:
+        he_val = index(he_val_dir, f"--he-val-dir {he_val_dir}")
+        ki67_val = index(ki67_val_dir, f"--ki67-val-dir {ki67_val_dir}")
+    else:
+        he, he_val = split_validation(he, data.val_fraction, config.train.seed)
+        ki67, ki67_val = split_validation(ki67, data.val_fraction, config.train.seed + 1)
+    return he, ki67, he_val, ki67_val
+
+
+def run_training(config: ExperimentConfig, resume: bool = False, overwrite: bool = False) -> TrainingResult:
+    """Train (or resume) a run as configured; returns where everything went.
+
+    Raises:
+        ConfigError: invalid options, or a run directory that already holds
+            checkpoints without ``resume``/``overwrite``.
+        FileNotFoundError: ``resume`` without a checkpoint.
+        DataError: missing, empty or unusable data folders (before any model is built).
+    """
+    run_dir = config.run_dir
+    checkpoint_dir = run_dir / "checkpoints"
+    has_checkpoint = bool(list_checkpoints(checkpoint_dir))
+    if resume and not has_checkpoint:
+        raise FileNotFoundError(f"--resume: no checkpoint in {checkpoint_dir}")
+    if has_checkpoint and not resume:
+        if not overwrite:
+            raise ConfigError(f"{run_dir} already holds checkpoints: pass --resume to continue it, "
+                              "--overwrite to start again, or choose another --out/--name")
+        for sub in ("checkpoints", "logs", "samples", "export"):
+            shutil.rmtree(run_dir / sub, ignore_errors=True)
+        (run_dir / "history.csv").unlink(missing_ok=True)
+
+    strategy = select_strategy(config.train.distribute)
+    replicas = strategy.num_replicas_in_sync
+    validate_config(config, num_replicas=replicas)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    keras.utils.set_random_seed(config.train.seed)
+
+    he, ki67, he_val, ki67_val = resolve_domains(config, run_dir)
+    train = config.train
+    steps_per_epoch = train.steps_per_epoch or default_steps_per_epoch(he, ki67, train.batch_size)
+    config.train.steps_per_epoch = steps_per_epoch
+    config.save(run_dir / "config.json")
+
+    with strategy.scope():
+        model = build_cycle_gan(config)
+        compile_cycle_gan(model, config, steps_per_epoch)
+        manager = CheckpointManager(checkpoint_dir, model, keep=train.keep_checkpoints)
+    initial_epoch = manager.restore() if resume else 0
+    if initial_epoch >= train.epochs:
+        logger.warning("run already has %d epochs (asked for %d): nothing to train", initial_epoch, train.epochs)
+
+    failures = DecodeFailures()
+    crop = config.data.crop_size
+    train_dataset = make_train_dataset(he, ki67, train.batch_size, crop, train.seed, config.data.augment,
+                                       start_element=initial_epoch * steps_per_epoch * train.batch_size,
+                                       failures=failures)
+    val_dataset = make_validation_dataset(he_val, ki67_val, train.batch_size, crop, config.data.max_val_tiles,
+                                          failures=failures)
+    sample_he, sample_ki67 = next(iter(val_dataset.unbatch().batch(train.sample_images)))
+    callbacks = [
+        LearningRateLogger(model.generator_optimizer),
+        EpochCheckpoint(manager),
+        SampleImages(sample_he.numpy(), sample_ki67.numpy(), run_dir / "samples", run_dir / "logs"),
+        keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=resume),
+        keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs"), write_graph=False),
+        DecodeFailureReport(failures),
+    ]
+    verbose = train.verbose if train.verbose == "auto" else int(train.verbose)
+    history = model.fit(train_dataset, epochs=train.epochs, initial_epoch=initial_epoch,
+                        steps_per_epoch=steps_per_epoch, validation_data=val_dataset,
+                        callbacks=callbacks, verbose=verbose, shuffle=False)
+    exports = export_generators({"he_to_ki67": model.generator_he_to_ki67,
+                                 "ki67_to_he": model.generator_ki67_to_he}, run_dir / "export")
+    skipped = {**he.skipped, **ki67.skipped, **he_val.skipped, **ki67_val.skipped}
+    return TrainingResult(run_dir=run_dir, epochs_completed=max(initial_epoch, train.epochs),
+                          steps_per_epoch=steps_per_epoch, history=history.history, exports=exports,
+                          skipped_files=skipped, decode_failures=failures.count, replicas=replicas)
+
+
+def load_generators(run_dir: str | Path, epoch: int | None = None) -> dict[str, keras.Model]:
+    """Rebuild both generators of a run from ``config.json`` and a checkpoint (default: the latest).
+
+    Returns ``{"he_to_ki67": model, "ki67_to_he": model}``.
+    """
+    run_dir = Path(run_dir)
+    config_path = run_dir / "config.json"
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{run_dir}: not a run directory (no config.json)")
+    config = ExperimentConfig.load(config_path)
+    generators = {"he_to_ki67": build_resnet_generator(config.generator, "generator_he_to_ki67"),
+                  "ki67_to_he": build_resnet_generator(config.generator, "generator_ki67_to_he")}
+    checkpoints = dict(list_checkpoints(run_dir / "checkpoints"))
+    if not checkpoints:
+        raise FileNotFoundError(f"{run_dir}: no checkpoint in {run_dir / 'checkpoints'}")
+    if epoch is None:
+        epoch = max(checkpoints)
+    if epoch not in checkpoints:
+        raise FileNotFoundError(f"{run_dir}: no checkpoint for epoch {epoch} (have {sorted(checkpoints)})")
+    checkpoint = tf.train.Checkpoint(generator_he_to_ki67=generators["he_to_ki67"],
+                                     generator_ki67_to_he=generators["ki67_to_he"])
+    checkpoint.read(str(checkpoints[epoch])).expect_partial()
+    return generators
