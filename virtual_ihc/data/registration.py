@@ -89,11 +89,20 @@ class Registration:
         return moved @ self.affine[:, :2].T + self.affine[:, 2]
 
     def map_grid(self, x: float, y: float, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
-        """Ki-67 coordinates ``(map_x, map_y)``, float32 ``(height, width)`` each, of an H&E pixel block."""
-        grid_y, grid_x = np.mgrid[0:height, 0:width].astype(np.float64)
-        points = np.stack([grid_x.ravel() + x, grid_y.ravel() + y], axis=1)
-        mapped = self.map_points(points).astype(np.float32)
-        return mapped[:, 0].reshape(height, width), mapped[:, 1].reshape(height, width)
+        """Ki-67 coordinates ``(map_x, map_y)``, float32 ``(height, width)`` each, of an H&E pixel block.
+
+        The same map as :meth:`map_points`, computed on the block as images (sides < 32767).
+        """
+        grid_y, grid_x = np.mgrid[0:height, 0:width].astype(np.float32)
+        grid_x += np.float32(x)
+        grid_y += np.float32(y)
+        scale = np.float32(self.flow_scale)
+        displacement = cv2.remap(self.flow, grid_x / scale, grid_y / scale, cv2.INTER_LINEAR,
+                                 borderMode=cv2.BORDER_REPLICATE)
+        moved_x = grid_x + displacement[..., 0] * scale
+        moved_y = grid_y + displacement[..., 1] * scale
+        (a, b, tx), (c, d, ty) = self.affine.astype(np.float32)
+        return a * moved_x + b * moved_y + tx, c * moved_x + d * moved_y + ty
 
     def scaled(self, factor: float) -> "Registration":
         """The same registration for images ``factor`` times larger (same physical map)."""

@@ -2,7 +2,7 @@
 
 :func:`open_slide` tries, in order, OpenSlide (SVS, NDPI, MRXS, SCN, generic
 pyramidal TIFF, ...), tiffslide (TIFF-based formats OpenSlide refuses, e.g.
-pyramids stored as SubIFDs or stripped TIFFs) and finally a plain image reader
+stripped TIFFs, or where it finds a pyramid OpenSlide does not see, e.g. in SubIFDs) and finally a plain image reader
 (PNG/JPEG/BMP/TIFF through :func:`virtual_ihc.data.io.read_image_rgb`, which holds
 the whole image in memory: only for images that are not slides). Every backend
 returns a :class:`Slide` with the same attributes and ``read_region``.
@@ -186,6 +186,19 @@ def _open_image(path: Path, mpp, objective_power) -> Slide:
     return _ImageSlide(path, mpp, objective_power)
 
 
+def _prefer_more_levels(slide: Slide, path: Path, mpp, objective_power) -> Slide:
+    """tiffslide instead of a one-level OpenSlide view when it finds a pyramid (e.g. in SubIFDs)."""
+    try:
+        other = _open_tiffslide(path, mpp, objective_power)
+    except Exception:  # not a TIFF tiffslide understands: keep OpenSlide
+        return slide
+    if other.level_count > slide.level_count:
+        slide.close()
+        return other
+    other.close()
+    return slide
+
+
 def open_slide(path: str | os.PathLike, mpp: float | None = None,
                objective_power: float | None = None) -> Slide:
     """Open a whole-slide image (or a plain image) for region reading.
@@ -212,7 +225,9 @@ def open_slide(path: str | os.PathLike, mpp: float | None = None,
         except Exception as error:  # each backend has its own exception types
             reasons.append(f"{name}: {error}")
             continue
-        logger.debug("opened %s with %s", path, name)
+        if name == "openslide" and slide.level_count == 1:
+            slide = _prefer_more_levels(slide, path, mpp, objective_power)
+        logger.debug("opened %s with %s", path, slide.backend)
         return slide
     raise SlideReadError(f"{path}: not a readable slide or image ({'; '.join(reasons)})")
 
