@@ -12,14 +12,12 @@ of ``OUT/registration.csv``; see ``docs/data_prep.md``.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 
-from data_prep.tile_slides import add_resolution_arguments
+from data_prep import add_tile_arguments, command_main, tiling_options
 from virtual_ihc.data.registered_pairs import register_slide_pair
 from virtual_ihc.data.registration import RegistrationOptions
-from virtual_ihc.data.wsi_tiling import TilingOptions
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -28,10 +26,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("ki67_slide", type=Path, help="consecutive Ki-67 slide (warped onto the H&E grid)")
     parser.add_argument("--out", required=True, type=Path, help="output folder")
     parser.add_argument("--pair-id", help="prefix of the tile names (default: H&E slide name)")
-    add_resolution_arguments(parser)
-    parser.add_argument("--tile-size", type=int, default=TilingOptions().tile_size)
-    parser.add_argument("--overlap", type=int, default=0, help="overlap of the paired tiles")
-    parser.add_argument("--min-tissue", type=float, default=TilingOptions().min_tissue)
+    add_tile_arguments(parser, overlap=0)
     parser.add_argument("--coarse-size", type=int, default=defaults.coarse_size,
                         help="long side (px) of the view for the affine step")
     parser.add_argument("--flow-size", type=int, default=defaults.flow_size,
@@ -41,9 +36,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    tiling = TilingOptions(tile_size=args.tile_size, overlap=args.overlap, target_mpp=args.target_mpp,
-                           target_mag=args.target_mag, mpp=args.mpp, objective_power=args.objective_power,
-                           min_tissue=args.min_tissue)
+    tiling = tiling_options(args)
     options = RegistrationOptions(coarse_size=args.coarse_size, flow_size=args.flow_size,
                                   rotation_step=args.rotation_step)
     result = register_slide_pair(args.he_slide, args.ki67_slide, args.out, tiling, options, args.pair_id)
@@ -56,11 +49,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m data_prep.register_pairs", description=__doc__.splitlines()[0])
-    configure_parser(parser)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return run(args)
+    return command_main("python -m data_prep.register_pairs", __doc__.splitlines()[0], configure_parser, run, argv)
 
 
 if __name__ == "__main__":

@@ -13,10 +13,10 @@ Tiles go to ``OUT/{he,ki67}/{train,test}/``; see ``docs/data_prep.md``.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 
+from data_prep import add_tile_arguments, command_main, tiling_options
 from virtual_ihc.data.io import read_image_rgb
 from virtual_ihc.data.splits import STAINS, entries_from_paths, read_slide_table
 from virtual_ihc.data.stain_normalization import METHODS, StainNormalizer
@@ -35,25 +35,13 @@ def expand_inputs(inputs: list[str]) -> list[Path]:
     return paths
 
 
-def add_resolution_arguments(parser: argparse.ArgumentParser) -> None:
-    """Target resolution and metadata overrides (shared with ``register_pairs``)."""
-    target = parser.add_mutually_exclusive_group()
-    target.add_argument("--target-mag", type=float, help="output magnification, e.g. 20 (default: native level 0)")
-    target.add_argument("--target-mpp", type=float, help="output microns per pixel, e.g. 0.5")
-    parser.add_argument("--mpp", type=float, help="microns per level-0 pixel, overrides (or replaces missing) metadata")
-    parser.add_argument("--objective-power", type=float, help="scan magnification, overrides (or replaces missing) metadata")
-
-
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     defaults = TilingOptions()
     parser.add_argument("slides", nargs="*", help="slide files or folders of slides (all of --stain)")
     parser.add_argument("--out", required=True, type=Path, help="output folder")
     parser.add_argument("--stain", choices=STAINS, help="stain of the SLIDES given on the command line")
     parser.add_argument("--slides-csv", type=Path, help="CSV table: path,stain[,slide_id,pair_id,patient_id,split]")
-    add_resolution_arguments(parser)
-    parser.add_argument("--tile-size", type=int, default=defaults.tile_size)
-    parser.add_argument("--overlap", type=int, default=defaults.overlap)
-    parser.add_argument("--min-tissue", type=float, default=defaults.min_tissue, help="least tissue fraction per tile")
+    add_tile_arguments(parser, overlap=defaults.overlap)
     parser.add_argument("--format", choices=FORMATS, default=defaults.image_format, dest="image_format")
     parser.add_argument("--tiles-per-chunk", type=int, default=defaults.tiles_per_chunk,
                         help="tiles per unit of parallel work and per TFRecord shard")
@@ -75,10 +63,7 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit("--normalize and --target go together")
     entries = (read_slide_table(args.slides_csv) if args.slides_csv
                else entries_from_paths(expand_inputs(args.slides), args.stain))
-    options = TilingOptions(tile_size=args.tile_size, overlap=args.overlap, target_mpp=args.target_mpp,
-                            target_mag=args.target_mag, mpp=args.mpp, objective_power=args.objective_power,
-                            min_tissue=args.min_tissue, image_format=args.image_format,
-                            tiles_per_chunk=args.tiles_per_chunk)
+    options = tiling_options(args, image_format=args.image_format, tiles_per_chunk=args.tiles_per_chunk)
     normalizer = StainNormalizer.fit(args.normalize, read_image_rgb(args.target)) if args.normalize else None
     summary = tile_slides(entries, args.out, options, test_fraction=args.test_fraction, seed=args.seed,
                           test_ids=tuple(args.test_ids), normalizer=normalizer, workers=args.workers,
@@ -88,11 +73,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m data_prep.tile_slides", description=__doc__.splitlines()[0])
-    configure_parser(parser)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return run(args)
+    return command_main("python -m data_prep.tile_slides", __doc__.splitlines()[0], configure_parser, run, argv)
 
 
 if __name__ == "__main__":

@@ -148,3 +148,15 @@ def test_worker_processes_write_the_same_tiles(slide_path, tmp_path):
     serial = tile_slides(entries, tmp_path / "serial", options, test_fraction=0.0, progress=False)
     parallel = tile_slides(entries, tmp_path / "parallel", options, test_fraction=0.0, workers=2, progress=False)
     assert read_manifest(parallel.manifest) == read_manifest(serial.manifest)
+
+
+def test_command_line_defaults_are_the_tiling_defaults():
+    import argparse
+
+    from data_prep import tiling_options
+    from data_prep.tile_slides import configure_parser
+
+    parser = argparse.ArgumentParser()
+    configure_parser(parser)
+    args = parser.parse_args(["slide.svs", "--stain", "he", "--out", "out"])
+    assert tiling_options(args, image_format=args.image_format, tiles_per_chunk=args.tiles_per_chunk) == TilingOptions()
