@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from typing import Callable
 
 from virtual_ihc.data.wsi_tiling import TilingOptions
@@ -39,9 +40,17 @@ def tiling_options(args: argparse.Namespace, **extra) -> TilingOptions:
 
 def command_main(prog: str, description: str, configure_parser: Callable[[argparse.ArgumentParser], None],
                  run: Callable[[argparse.Namespace], int], argv: list[str] | None) -> int:
-    """Parse ``argv``, set up logging, run the command; returns its exit status."""
+    """Parse ``argv``, set up logging, run the command; returns its exit status.
+
+    Bad input (unreadable file, missing metadata, invalid value) ends the command
+    with its message and status 2 instead of a traceback.
+    """
     parser = argparse.ArgumentParser(prog=prog, description=description)
     configure_parser(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return run(args)
+    try:
+        return run(args)
+    except (OSError, ValueError) as error:
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        return 2

@@ -109,6 +109,18 @@ def test_paired_tiles_share_names_and_show_the_same_nuclei(registered):
     assert normalized_cross_correlation(nuclear_density(he), nuclear_density(ki67)) > 0.7
 
 
+def test_missing_mpp_ends_with_a_message_naming_file_and_option(tmp_path, capsys):
+    from virtual_ihc.data.synthetic_slides import write_image_as_slide
+
+    image = np.full((256, 256, 3), 200, np.uint8)
+    he = write_image_as_slide(tmp_path / "he_nompp.tif", image)
+    ki67 = write_image_as_slide(tmp_path / "ki67_nompp.tif", image)
+    code = register_main([str(he), str(ki67), "--out", str(tmp_path / "out"), "--target-mag", "20"])
+    message = capsys.readouterr().err
+    assert code == 2
+    assert "he_nompp.tif" in message and "--mpp" in message
+
+
 def test_identity_registration_maps_points_to_themselves():
     registration = Registration(np.hstack([np.eye(2), np.zeros((2, 1))]), np.zeros((4, 4, 2), np.float32), 8.0)
     points = np.array([[0.0, 0.0], [10.5, 20.25], [31.0, 3.0]])
