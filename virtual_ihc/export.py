@@ -8,6 +8,14 @@ Each direction is written twice under ``RUN/export/``:
   ``tf.saved_model.load`` (or TensorFlow Serving) without this package. H and W
   need not be multiples of 8: the signature mirror-pads to the next multiple
   and crops the result back; images smaller than 8 pixels are rejected.
+  A second signature, ``serve_encoded``, maps ``image_bytes``: string ``[N]``
+  (encoded PNG, JPEG, BMP or GIF, any sizes) to ``{"png_bytes": string [N]}``
+  (the stained images as PNG); the ``_bytes`` suffix makes TensorFlow Serving's
+  REST API exchange them as ``{"b64": ...}``. See :data:`SERVING_ERRORS` for
+  what each kind of bad input does.
+- ``he_to_ki67/assets.extra/virtual_ihc.json``: :func:`model_metadata` (size
+  multiple, signatures, training tile size and, when known, µm/px), read by
+  ``virtual-ihc stain``; TensorFlow Serving ignores ``assets.extra``.
 - ``generator_he_to_ki67.keras``: the Keras model, for ``keras.saving.load_model``
   (import ``virtual_ihc`` first so that its custom layers are registered).
 
@@ -16,6 +24,7 @@ Writes go to a temporary name and are renamed when complete.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -30,6 +39,20 @@ logger = logging.getLogger(__name__)
 #: the generators' required size multiple for the default 3 downsamplings
 SIZE_MULTIPLE = 8
 DIRECTIONS = ("he_to_ki67", "ki67_to_he")
+#: where the SavedModel keeps :func:`model_metadata` (``assets.extra`` is ignored by TensorFlow Serving)
+METADATA_PATH = Path("assets.extra") / "virtual_ihc.json"
+METADATA_VERSION = 1
+
+#: what the serving signatures do with bad inputs (documented in docs/stain.md; tested in tests/test_serving.py)
+SERVING_ERRORS = {
+    "dtype other than uint8 (serving_default)": "InvalidArgumentError 'expected a uint8 tensor' before running",
+    "rank other than 4 or channels other than 3 (serving_default)":
+        "InvalidArgumentError 'Shape of tensor images [...] is not compatible with expected shape [?,?,?,3]'",
+    "height or width not a multiple of 8": "accepted: mirror-padded to the next multiple and cropped back",
+    "height or width below 8 pixels": "InvalidArgumentError 'images must be at least 8 pixels high and wide'",
+    "undecodable bytes (serve_encoded)": "InvalidArgumentError from the image decoder",
+    "grey or RGBA encoded images (serve_encoded)": "accepted: grey is repeated to RGB, alpha is dropped",
+}
 
 
 def uint8_to_unit(images: tf.Tensor) -> tf.Tensor:
@@ -53,6 +76,8 @@ class GeneratorServingModule(tf.Module):
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
     def serve(self, images):
         """uint8 ``[N, H, W, 3]`` RGB -> ``{"images": uint8 [N, H, W, 3]}``."""
+        # a loaded signature does not check the rank or channels of its input at run time
+        images = tf.ensure_shape(images, [None, None, None, 3])
         height, width = tf.shape(images)[1], tf.shape(images)[2]
         tf.debugging.assert_greater_equal(
             tf.minimum(height, width), self.size_multiple,
@@ -62,6 +87,20 @@ class GeneratorServingModule(tf.Module):
         padded = tf.pad(uint8_to_unit(images), [[0, 0], [0, pad_h], [0, pad_w], [0, 0]], mode="REFLECT")
         output = self.generator(padded, training=False)[:, :height, :width, :]
         return {"images": unit_to_uint8(output)}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
+    def serve_encoded(self, image_bytes):
+        """string ``[N]`` encoded PNG/JPEG/BMP/GIF -> ``{"png_bytes": string [N]}`` PNG RGB.
+
+        Images are processed one at a time, so they may differ in size.
+        """
+
+        def stain_one(encoded):
+            image = tf.io.decode_image(encoded, channels=3, dtype=tf.uint8, expand_animations=False)
+            stained = self.serve(image[tf.newaxis])["images"][0]
+            return tf.io.encode_png(stained)
+
+        return {"png_bytes": tf.map_fn(stain_one, image_bytes, fn_output_signature=tf.string)}
 
 
 def _atomic_directory(final: Path):
@@ -76,13 +115,42 @@ def _commit(tmp: Path, final: Path) -> None:
     os.replace(tmp, final)
 
 
-def export_saved_model(generator: keras.Model, directory: str | Path) -> Path:
-    """Write ``generator`` as a SavedModel with the uint8 ``serving_default`` signature."""
+def model_metadata(direction: str | None = None, tile_size: int | None = None,
+                   mpp: float | None = None) -> dict:
+    """What ``virtual-ihc stain`` needs to know about an exported generator.
+
+    Args:
+        direction: ``"he_to_ki67"`` or ``"ki67_to_he"``.
+        tile_size: side of the tiles the generator was trained on (pixels).
+        mpp: µm per pixel of the training images, so that slides are read at the
+            model's magnification (``None`` = unknown: slides are read at level 0).
+    """
+    return {"format_version": METADATA_VERSION, "direction": direction, "size_multiple": SIZE_MULTIPLE,
+            "signatures": {"serving_default": "images: uint8 [N, H, W, 3] -> images: uint8 [N, H, W, 3]",
+                           "serve_encoded": "image_bytes: string [N] -> png_bytes: string [N]"},
+            "tile_size": tile_size, "mpp": mpp}
+
+
+def read_model_metadata(saved_model_dir: str | Path) -> dict:
+    """The export's :func:`model_metadata`, or ``{}`` for exports written before it existed."""
+    path = Path(saved_model_dir) / METADATA_PATH
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def export_saved_model(generator: keras.Model, directory: str | Path, metadata: dict | None = None) -> Path:
+    """Write ``generator`` as a SavedModel with the ``serving_default`` and ``serve_encoded`` signatures.
+
+    ``metadata`` (default: :func:`model_metadata` with nothing known) goes to
+    ``assets.extra/virtual_ihc.json``.
+    """
     final = Path(directory)
     tmp = _atomic_directory(final)
     try:
         module = GeneratorServingModule(generator)
-        tf.saved_model.save(module, str(tmp), signatures={"serving_default": module.serve})
+        tf.saved_model.save(module, str(tmp), signatures={"serving_default": module.serve,
+                                                          "serve_encoded": module.serve_encoded})
+        (tmp / METADATA_PATH).parent.mkdir(parents=True, exist_ok=True)
+        (tmp / METADATA_PATH).write_text(json.dumps(metadata or model_metadata(), indent=2))
         _commit(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -104,12 +172,17 @@ def export_keras(generator: keras.Model, path: str | Path) -> Path:
     return final
 
 
-def export_generators(generators: dict[str, keras.Model], export_dir: str | Path) -> dict[str, Path]:
-    """Export ``{"he_to_ki67": model, "ki67_to_he": model}`` under ``export_dir``; returns the paths."""
+def export_generators(generators: dict[str, keras.Model], export_dir: str | Path,
+                      tile_size: int | None = None, mpp: float | None = None) -> dict[str, Path]:
+    """Export ``{"he_to_ki67": model, "ki67_to_he": model}`` under ``export_dir``; returns the paths.
+
+    ``tile_size`` and ``mpp`` go to each SavedModel's :func:`model_metadata`.
+    """
     export_dir = Path(export_dir)
     paths = {}
     for direction, generator in generators.items():
-        paths[direction] = export_saved_model(generator, export_dir / direction)
+        metadata = model_metadata(direction, tile_size=tile_size, mpp=mpp)
+        paths[direction] = export_saved_model(generator, export_dir / direction, metadata)
         paths[f"{direction}_keras"] = export_keras(generator, export_dir / f"generator_{direction}.keras")
         logger.info("exported %s to %s", direction, paths[direction])
     return paths

@@ -1,0 +1,180 @@
+"""Stitching a generator's outputs over overlapping tiles, one tile row at a time.
+
+The image (at processing resolution, ``height x width``) is covered by tiles of
+``tile_size`` pixels overlapping by ``overlap`` (the last row and column are
+aligned to the image edge, :func:`~virtual_ihc.data.tiling.tile_starts`). Tile
+rows are processed top to bottom; each tile's output is accumulated with its
+blending window (:mod:`virtual_ihc.inference.blending`) into a band of
+``tile_size`` rows. After a tile row, the rows no later tile can touch are
+final: they are divided by the accumulated weight, rounded and handed to the
+caller, and the rest of the band (the overlap with the next tile row, the
+*carry*) moves up. Memory is one band, whatever the image height.
+
+Background tiles (``is_tissue`` false) are not run through the model: they
+count as white output, so background comes out white and blends smoothly
+into neighbouring tissue tiles.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Iterator
+
+import numpy as np
+
+from virtual_ihc.data.tiling import tile_starts
+from virtual_ihc.inference.blending import axis_weights
+
+#: read_tile(y, x, height, width) -> uint8 RGB (height, width, 3), processing-resolution pixels
+TileReader = Callable[[int, int, int, int], np.ndarray]
+#: model(tiles uint8 (N, h, w, 3)) -> uint8 (N, h, w, 3)
+TileModel = Callable[[np.ndarray], np.ndarray]
+WHITE = 255.0
+
+
+@dataclasses.dataclass(frozen=True)
+class StitchOptions:
+    """How an image is cut into tiles and put back together.
+
+    Attributes:
+        tile_size: tile side in processing-resolution pixels (>= 8).
+        overlap: pixels shared by neighbouring tiles (``0 <= overlap < tile_size``).
+        margin: context margin: pixels next to an overlapping tile side that get
+            zero weight (at most ``overlap // 2``).
+        batch_size: tiles per model call.
+        min_tissue: tiles whose tissue fraction is at most this are background.
+        keep_background: run every tile through the model, background included.
+    """
+
+    tile_size: int = 512
+    overlap: int = 64
+    margin: int = 16
+    batch_size: int = 4
+    min_tissue: float = 0.0
+    keep_background: bool = False
+
+    def __post_init__(self):
+        if self.tile_size < 8:
+            raise ValueError(f"tile size must be at least 8 pixels, got {self.tile_size}")
+        if not 0 <= self.overlap < self.tile_size:
+            raise ValueError(f"overlap must be in [0, tile size {self.tile_size}), got {self.overlap}")
+        if not 0 <= 2 * self.margin <= self.overlap:
+            raise ValueError(f"margin must be in [0, overlap / 2 = {self.overlap // 2}], got {self.margin}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch size must be at least 1, got {self.batch_size}")
+
+
+@dataclasses.dataclass(frozen=True)
+class TileLayout:
+    """The tile grid of one image.
+
+    Attributes:
+        height, width: image size in processing-resolution pixels.
+        tile_height, tile_width: tile size (the tile size, or the image side if smaller).
+        row_starts, col_starts: tile origins along each axis.
+        margin: context margin of the blending windows.
+    """
+
+    height: int
+    width: int
+    tile_height: int
+    tile_width: int
+    row_starts: tuple[int, ...]
+    col_starts: tuple[int, ...]
+    margin: int
+
+    @classmethod
+    def plan(cls, height: int, width: int, options: StitchOptions) -> "TileLayout":
+        """Tiles for an image of ``height x width``; sides shorter than a tile get one tile of their length."""
+        if min(height, width) < 8:
+            raise ValueError(f"image must be at least 8 pixels high and wide, got {width}x{height}")
+        stride = options.tile_size - options.overlap
+        tile_height, tile_width = min(options.tile_size, height), min(options.tile_size, width)
+        return cls(height, width, tile_height, tile_width,
+                   tuple(tile_starts(height, tile_height, stride)),
+                   tuple(tile_starts(width, tile_width, stride)), options.margin)
+
+    @classmethod
+    def whole(cls, height: int, width: int) -> "TileLayout":
+        """One tile covering the image (``--whole``)."""
+        return cls(height, width, height, width, (0,), (0,), 0)
+
+    @property
+    def num_rows(self) -> int:
+        return len(self.row_starts)
+
+    @property
+    def num_tiles(self) -> int:
+        return len(self.row_starts) * len(self.col_starts)
+
+    def origins(self) -> list[tuple[int, int]]:
+        """``(x, y)`` of every tile, row-major."""
+        return [(x, y) for y in self.row_starts for x in self.col_starts]
+
+    def final_rows_end(self, row: int) -> int:
+        """First image row that tile row ``row``'s successors still touch (``height`` after the last)."""
+        return self.row_starts[row + 1] if row + 1 < self.num_rows else self.height
+
+
+@dataclasses.dataclass
+class FinishedBand:
+    """Rows of the output that are final after one tile row.
+
+    Attributes:
+        row: index of the tile row just processed.
+        y: first image row of ``pixels``.
+        pixels: ``uint8`` RGB ``(rows, width, 3)``.
+        carry: float32 ``(rows, width, 4)``: weighted RGB sums and weights of the
+            rows below ``pixels`` that the next tile row will add to (empty after the last row).
+        tiles_run: tiles of this row that went through the model.
+    """
+
+    row: int
+    y: int
+    pixels: np.ndarray
+    carry: np.ndarray
+    tiles_run: int
+
+
+def stitch_rows(layout: TileLayout, read_tile: TileReader, model: TileModel, is_tissue: np.ndarray,
+                batch_size: int, first_row: int = 0, carry: np.ndarray | None = None) -> Iterator[FinishedBand]:
+    """Run the model over the tile grid row by row and yield the finished output rows.
+
+    Args:
+        layout: the tile grid.
+        read_tile: pixel source.
+        model: tile function (e.g. :class:`~virtual_ihc.inference.model.StainModel`).
+        is_tissue: bool ``(num_rows, num_cols)``; false tiles are white, not run.
+        batch_size: tiles per model call.
+        first_row: tile row to start from (resuming); rows before it are not read.
+        carry: the :attr:`FinishedBand.carry` of tile row ``first_row - 1`` when resuming.
+    """
+    row_weights = axis_weights(list(layout.row_starts), layout.tile_height, layout.margin)
+    col_weights = axis_weights(list(layout.col_starts), layout.tile_width, layout.margin)
+    for row in range(first_row, layout.num_rows):
+        y = layout.row_starts[row]
+        band = np.zeros((layout.tile_height, layout.width, 4), np.float32)
+        if carry is not None and len(carry):
+            band[:len(carry)] = carry
+        columns = np.flatnonzero(is_tissue[row])
+        for batch_start in range(0, len(columns), batch_size):
+            batch = columns[batch_start:batch_start + batch_size]
+            tiles = np.stack([read_tile(y, layout.col_starts[col], layout.tile_height, layout.tile_width)
+                              for col in batch])
+            for col, output in zip(batch, model(tiles)):
+                _accumulate(band, output, row_weights[row], col_weights[col], layout.col_starts[col])
+        for col in np.flatnonzero(~is_tissue[row]):
+            _accumulate(band, WHITE, row_weights[row], col_weights[col], layout.col_starts[col])
+        final = layout.final_rows_end(row) - y
+        weighted, weight = band[:final, :, :3], band[:final, :, 3:]
+        pixels = np.clip(np.rint(weighted / weight), 0, 255).astype(np.uint8)
+        carry = band[final:].copy()
+        yield FinishedBand(row, y, pixels, carry, len(columns))
+
+
+def _accumulate(band: np.ndarray, output, row_weight: np.ndarray, col_weight: np.ndarray, x: int) -> None:
+    """Add one tile's output (``uint8 (h, w, 3)`` or a scalar grey) times its window to ``band`` in place."""
+    window = np.outer(row_weight, col_weight).astype(np.float32)[:, :, None]
+    target = band[:, x:x + len(col_weight)]
+    target[:, :, :3] += window * np.asarray(output, np.float32)
+    target[:, :, 3:] += window

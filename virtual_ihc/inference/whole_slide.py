@@ -1,0 +1,262 @@
+"""Virtual staining of one image or whole slide: read, tile, run, stitch, write.
+
+:func:`stain_file` reads the input at the model's resolution (the export's
+µm/px, or ``target_mpp``; level 0 when neither is known), masks the tissue on a
+low-resolution overview, stitches the generator's outputs over overlapping
+tiles (:mod:`virtual_ihc.inference.stitching`) and writes
+
+- a plain image of the same size when OUTPUT is a PNG/JPEG/BMP, or
+- a pyramidal tiled TIFF when OUTPUT is ``.tif``/``.tiff``
+  (:mod:`virtual_ihc.inference.pyramid`), with the µm/px of the input times
+  the processing downsample (the input's own when read at level 0).
+
+Slide runs keep their state in ``.OUTPUT.partial/`` next to OUTPUT: the raw
+level 0, ``state.json`` (what the run is and how many tile rows are done) and
+the blending carry of the last finished row. ``resume=True`` continues from
+there without redoing finished rows; the TIFF is written inside that folder
+and renamed to OUTPUT only when complete.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Callable
+
+import cv2
+import numpy as np
+
+from virtual_ihc.data.io import TIFF_EXTENSIONS, write_image_rgb
+from virtual_ihc.data.slides import (Slide, choose_level, open_slide, output_size, read_downsampled,
+                                     read_scaled_region)
+from virtual_ihc.data.stain_normalization import StainNormalizer, fit_stain_stats
+from virtual_ihc.data.tissue import tissue_mask
+from virtual_ihc.data.wsi_tiling import grid_tissue_fractions
+from virtual_ihc.inference.pyramid import RawImage, write_pyramid
+from virtual_ihc.inference.stitching import StitchOptions, TileLayout, TileModel, TileReader, stitch_rows
+
+logger = logging.getLogger(__name__)
+
+#: long side (pixels) of the overview on which tissue is masked and stain statistics are fitted
+OVERVIEW_SIDE = 2048
+STATE_FILE = "state.json"
+LEVEL0_FILE = "level0.raw"
+#: progress(tile_rows_done, tile_rows_total)
+Progress = Callable[[int, int], None]
+
+
+@dataclasses.dataclass(frozen=True)
+class StainOptions:
+    """Everything about a staining run except the files and the model.
+
+    Attributes:
+        stitch: tiling and blending.
+        whole: run the whole image through the model in one pass (small images only).
+        target_mpp: µm/px to process at (``None``: the model's metadata, else level 0).
+        slide_mpp: µm/px of the input's level 0 when its metadata lacks it.
+        compression: TIFF output compression, ``"jpeg"`` or ``"deflate"``.
+        resume: continue an interrupted slide run; skip inputs whose output exists.
+    """
+
+    stitch: StitchOptions = StitchOptions()
+    whole: bool = False
+    target_mpp: float | None = None
+    slide_mpp: float | None = None
+    compression: str = "jpeg"
+    resume: bool = False
+
+
+@dataclasses.dataclass
+class StainResult:
+    """What one run did.
+
+    Attributes:
+        width, height: output size (processing-resolution pixels).
+        downsample: level-0 input pixels per output pixel.
+        mpp: µm/px written to the output (``None`` = unknown).
+        tiles_total, tiles_run: tiles in the grid / run through the model in this call.
+        rows_resumed: tile rows found done by an earlier run.
+        seconds: wall time of this call.
+        skipped: the output already existed and ``resume`` was set.
+    """
+
+    input: Path
+    output: Path
+    width: int = 0
+    height: int = 0
+    downsample: float = 1.0
+    mpp: float | None = None
+    tiles_total: int = 0
+    tiles_run: int = 0
+    rows_resumed: int = 0
+    seconds: float = 0.0
+    skipped: bool = False
+
+
+def is_tiff_output(path: str | os.PathLike) -> bool:
+    return Path(path).suffix.lower() in TIFF_EXTENSIONS
+
+
+def partial_dir(output: str | os.PathLike) -> Path:
+    """Where an unfinished slide run keeps its state."""
+    output = Path(output)
+    return output.with_name(f".{output.name}.partial")
+
+
+def tissue_tiles(overview: np.ndarray, layout: TileLayout, overview_downsample: float,
+                 min_tissue: float) -> np.ndarray:
+    """bool ``(rows, cols)``: tiles whose tissue fraction on the overview exceeds ``min_tissue``.
+
+    The mask is dilated by one overview pixel so that tissue edges thinner than
+    an overview pixel still count.
+    """
+    mask = cv2.dilate(tissue_mask(overview).astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    fractions = grid_tissue_fractions(mask, layout.origins(), max(layout.tile_height, layout.tile_width),
+                                      overview_downsample)
+    return (fractions > min_tissue).reshape(layout.num_rows, len(layout.col_starts))
+
+
+def _tile_reader(slide: Slide, choice, normalizer: StainNormalizer | None, overview: np.ndarray) -> TileReader:
+    stats = fit_stain_stats(normalizer.method, overview) if normalizer is not None else None
+
+    def read_tile(y: int, x: int, height: int, width: int) -> np.ndarray:
+        tile = read_scaled_region(slide, choice, x, y, width, height)
+        return normalizer.transform(tile, stats) if normalizer is not None else tile
+
+    return read_tile
+
+
+def _fingerprint(input_path: Path, model_name: str, options: StainOptions, layout: TileLayout,
+                 downsample: float, normalizer: StainNormalizer | None) -> dict:
+    """What must match for a partial run to be resumed."""
+    status = input_path.stat()
+    return {"input": str(input_path.resolve()), "input_bytes": status.st_size, "input_mtime_ns": status.st_mtime_ns,
+            "model": model_name, "stitch": dataclasses.asdict(options.stitch), "whole": options.whole,
+            "downsample": downsample, "size": [layout.height, layout.width],
+            "normalizer": normalizer.target.to_dict() if normalizer is not None else None}
+
+
+def _load_state(folder: Path, fingerprint: dict) -> dict | None:
+    """The saved state if it belongs to this run, else ``None`` (a different run is discarded)."""
+    path = folder / STATE_FILE
+    if not path.is_file():
+        return None
+    state = json.loads(path.read_text())
+    if state.get("fingerprint") != fingerprint:
+        logger.warning("%s belongs to a different run (input, model or options changed): starting over", folder)
+        return None
+    return state
+
+
+def _save_state(folder: Path, fingerprint: dict, rows_done: int, carry: np.ndarray) -> None:
+    """Record ``rows_done`` finished tile rows; the carry file is written before the state points to it."""
+    np.save(folder / f"carry_{rows_done:05d}.npy", carry)
+    tmp = folder / f".{STATE_FILE}.tmp"
+    tmp.write_text(json.dumps({"fingerprint": fingerprint, "rows_done": rows_done}))
+    os.replace(tmp, folder / STATE_FILE)
+    (folder / f"carry_{rows_done - 1:05d}.npy").unlink(missing_ok=True)
+
+
+def _model_name(model: TileModel) -> str:
+    return str(getattr(model, "path", type(model).__name__))
+
+
+def stain_file(input_path: str | os.PathLike, output_path: str | os.PathLike, model: TileModel,
+               options: StainOptions = StainOptions(), normalizer: StainNormalizer | None = None,
+               progress: Progress | None = None) -> StainResult:
+    """Virtually stain one image or slide.
+
+    Args:
+        input_path: image (PNG/JPEG/TIFF) or whole-slide image (anything
+            :func:`~virtual_ihc.data.slides.open_slide` reads).
+        output_path: ``.tif``/``.tiff`` for a pyramidal TIFF, else a plain image.
+        model: tile function; a :class:`~virtual_ihc.inference.model.StainModel`
+            also supplies the training µm/px.
+        options: see :class:`StainOptions`.
+        normalizer: stain normaliser applied to every tile, with statistics
+            fitted once on the slide's overview (``None`` = none).
+        progress: called after every tile row.
+
+    Raises:
+        SlideReadError: the input cannot be read.
+        SlideMetadataError: a target µm/px was asked for and the input has no resolution metadata.
+    """
+    started = time.perf_counter()
+    input_path, output_path = Path(input_path), Path(output_path)
+    result = StainResult(input_path, output_path)
+    if options.resume and output_path.exists():
+        logger.info("%s exists: skipped (resume)", output_path)
+        result.skipped = True
+        return result
+    target_mpp = options.target_mpp if options.target_mpp is not None else getattr(model, "mpp", None)
+    with open_slide(input_path, mpp=options.slide_mpp) as slide:
+        choice = choose_level(slide, target_mpp=target_mpp)
+        width, height = output_size(slide, choice)
+        layout = (TileLayout.whole(height, width) if options.whole
+                  else TileLayout.plan(height, width, options.stitch))
+        overview_downsample = max(1.0, max(width, height) / OVERVIEW_SIDE)
+        overview = read_downsampled(slide, choice.downsample * overview_downsample)
+        if options.whole or options.stitch.keep_background:
+            is_tissue = np.ones((layout.num_rows, len(layout.col_starts)), bool)
+        else:
+            is_tissue = tissue_tiles(overview, layout, overview_downsample, options.stitch.min_tissue)
+        read_tile = _tile_reader(slide, choice, normalizer, overview)
+        result.width, result.height, result.downsample = width, height, choice.downsample
+        result.mpp = slide.mpp * choice.downsample if slide.mpp is not None else None
+        result.tiles_total = layout.num_tiles
+        logger.info("%s: %dx%d px at downsample %.3g (level %d), %d tiles, %d with tissue",
+                    input_path.name, width, height, choice.downsample, choice.level, layout.num_tiles,
+                    int(is_tissue.sum()))
+        run = (layout, read_tile, model, is_tissue, options.stitch.batch_size)
+        if is_tiff_output(output_path):
+            fingerprint = _fingerprint(input_path, _model_name(model), options, layout, choice.downsample,
+                                       normalizer)
+            _stain_to_tiff(run, output_path, fingerprint, options, result, progress)
+        else:
+            _stain_to_image(run, output_path, result, progress)
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _stain_to_image(run: tuple, output_path: Path, result: StainResult, progress: Progress | None) -> None:
+    layout = run[0]
+    image = np.empty((layout.height, layout.width, 3), np.uint8)
+    for band in stitch_rows(*run):
+        image[band.y:band.y + len(band.pixels)] = band.pixels
+        result.tiles_run += band.tiles_run
+        if progress:
+            progress(band.row + 1, layout.num_rows)
+    write_image_rgb(output_path, image)
+
+
+def _stain_to_tiff(run: tuple, output_path: Path, fingerprint: dict, options: StainOptions,
+                   result: StainResult, progress: Progress | None) -> None:
+    layout = run[0]
+    folder = partial_dir(output_path)
+    state = _load_state(folder, fingerprint) if options.resume else None
+    if state is None:
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        level0 = RawImage(folder / LEVEL0_FILE, layout.height, layout.width, create=True)
+        rows_done, carry = 0, None
+    else:
+        level0 = RawImage(folder / LEVEL0_FILE, layout.height, layout.width)
+        rows_done = state["rows_done"]
+        carry = np.load(folder / f"carry_{rows_done:05d}.npy") if rows_done else None
+        logger.info("%s: resuming after %d of %d tile rows", output_path.name, rows_done, layout.num_rows)
+    result.rows_resumed = rows_done
+    for band in stitch_rows(*run, first_row=rows_done, carry=carry):
+        level0.write_rows(band.y, band.pixels)
+        _save_state(folder, fingerprint, band.row + 1, band.carry)
+        result.tiles_run += band.tiles_run
+        if progress:
+            progress(band.row + 1, layout.num_rows)
+    tmp = folder / f"output{output_path.suffix}"
+    write_pyramid(level0, tmp, result.mpp, options.compression)
+    os.replace(tmp, output_path)
+    shutil.rmtree(folder)
