@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import keras
 import numpy as np
@@ -97,6 +97,7 @@ class StyleTransfer:
     def __init__(self, config: NSTConfig, vgg: keras.Model):
         self.config = config
         self.extractor = build_feature_extractor(vgg, config.layer_names)
+        self._adam_states: dict[tuple[int, ...], tuple] = {}
 
     def features(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
         """``{layer: (B, h, w, N) activations}`` of float32 RGB images ``(B, H, W, 3)`` in [0, 255]."""
@@ -165,36 +166,50 @@ class StyleTransfer:
         return NSTResult(to_uint8(final), history, final_losses, seconds)
 
     def _optimise_adam(self, start: np.ndarray, content_targets, style_targets) -> tuple[np.ndarray, list[float]]:
-        image = tf.Variable(start[None])
-        optimizer = keras.optimizers.Adam(learning_rate=self.config.learning_rate)
-
-        @tf.function
-        def step() -> tf.Tensor:
-            with tf.GradientTape() as tape:
-                total = self.loss_terms(image, content_targets, style_targets)["total_loss"]
-            optimizer.apply_gradients([(tape.gradient(total, image), image)])
-            image.assign(tf.clip_by_value(image, 0.0, 255.0))
-            return total
-
+        image, optimizer, step = self._adam_state(start.shape)
+        image.assign(start[None])
+        # Fresh moments and step count for every image; the traced step is reused.
+        for variable in optimizer.variables:
+            variable.assign(tf.zeros_like(variable))
+        optimizer.learning_rate = self.config.learning_rate
         history = []
         for iteration in range(self.config.iterations):
-            history.append(float(step()))
+            history.append(float(step(content_targets, style_targets)))
             _log_progress(iteration, self.config.iterations, history[-1])
         history.append(float(self.loss_terms(image, content_targets, style_targets)["total_loss"]))
         return image.numpy()[0], history
 
+    def _adam_state(self, shape: tuple[int, ...]) -> tuple[tf.Variable, keras.optimizers.Optimizer, Callable]:
+        """The image variable, Adam and the compiled step for images of ``shape``, built once."""
+        if shape not in self._adam_states:
+            image = tf.Variable(tf.zeros((1,) + shape))
+            optimizer = keras.optimizers.Adam(learning_rate=self.config.learning_rate)
+
+            @tf.function
+            def step(content_targets: dict, style_targets: dict) -> tf.Tensor:
+                with tf.GradientTape() as tape:
+                    total = self.loss_terms(image, content_targets, style_targets)["total_loss"]
+                optimizer.apply_gradients([(tape.gradient(total, image), image)])
+                image.assign(tf.clip_by_value(image, 0.0, 255.0))
+                return total
+
+            self._adam_states[shape] = (image, optimizer, step)
+        return self._adam_states[shape]
+
+    @tf.function
+    def _value_and_gradient(self, image: tf.Tensor, content_targets: dict,
+                            style_targets: dict) -> tuple[tf.Tensor, tf.Tensor]:
+        with tf.GradientTape() as tape:
+            tape.watch(image)
+            total = self.loss_terms(image, content_targets, style_targets)["total_loss"]
+        return total, tape.gradient(total, image)
+
     def _optimise_lbfgs(self, start: np.ndarray, content_targets, style_targets) -> tuple[np.ndarray, list[float]]:
         shape = (1,) + start.shape
 
-        @tf.function
-        def value_and_gradient(image: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-            with tf.GradientTape() as tape:
-                tape.watch(image)
-                total = self.loss_terms(image, content_targets, style_targets)["total_loss"]
-            return total, tape.gradient(total, image)
-
         def objective(flat: np.ndarray) -> tuple[float, np.ndarray]:
-            total, gradient = value_and_gradient(tf.constant(flat.reshape(shape), tf.float32))
+            image = tf.constant(flat.reshape(shape), tf.float32)
+            total, gradient = self._value_and_gradient(image, content_targets, style_targets)
             return float(total), gradient.numpy().ravel().astype(np.float64)
 
         history = [objective(start.ravel())[0]]
