@@ -265,22 +265,37 @@ def make_train_dataset(he: DomainIndex, ki67: DomainIndex, batch_size: int, crop
     return dataset.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
 
-def make_validation_dataset(he: DomainIndex, ki67: DomainIndex, batch_size: int, crop_size: int,
-                            max_tiles: int, failures: DecodeFailures | None = None) -> tf.data.Dataset:
-    """Finite dataset of centre-cropped ``(real_he, real_ki67)`` batches (tile i with tile i mod n)."""
+def load_validation_tiles(he: DomainIndex, ki67: DomainIndex, crop_size: int, max_tiles: int,
+                          failures: DecodeFailures | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Centre crops of up to ``max_tiles`` validation tiles per stain, uint8 ``(N, crop, crop, 3)``.
+
+    Tile ``i`` of one stain is matched with tile ``i mod n`` of the other. Loaded
+    once, in memory: the validation set is small and identical at every epoch.
+    Tiles that fail to decode are skipped and counted.
+
+    Raises:
+        DataError: no validation tile of a stain could be decoded.
+    """
     failures = failures if failures is not None else DecodeFailures()
-    count = min(max_tiles, max(len(he), len(ki67))) if max_tiles > 0 else max(len(he), len(ki67))
-    he_decoder, ki67_decoder = TileDecoder(he, failures, crop_size), TileDecoder(ki67, failures, crop_size)
+    count = max(len(he), len(ki67))
+    count = min(max_tiles, count) if max_tiles > 0 else count
+    stacks = []
+    for index in (he, ki67):
+        decoder = TileDecoder(index, failures, crop_size)
+        tiles = [tile for tile, ok in (decoder(position % len(index)) for position in range(count)) if ok]
+        if not tiles:
+            raise DataError(f"{index.name}: none of the validation tiles could be read")
+        stacks.append(np.stack([tile[(tile.shape[0] - crop_size) // 2:][:crop_size,
+                                     (tile.shape[1] - crop_size) // 2:][:, :crop_size] for tile in tiles]))
+    size = min(len(stacks[0]), len(stacks[1]))
+    return stacks[0][:size], stacks[1][:size]
 
-    def load(position):
-        he_tile, he_ok = he_decoder.decode(position % len(he))
-        ki67_tile, ki67_ok = ki67_decoder.decode(position % len(ki67))
-        return he_tile, ki67_tile, tf.logical_and(he_ok, ki67_ok)
 
-    dataset = tf.data.Dataset.range(count).map(load, num_parallel_calls=tf.data.AUTOTUNE)
-    dataset = dataset.filter(lambda he_tile, ki67_tile, ok: ok)
-    dataset = dataset.map(lambda he_tile, ki67_tile, ok: (augment(he_tile, None, crop_size, False),
-                                                           augment(ki67_tile, None, crop_size, False)))
+def make_validation_dataset(he_tiles: np.ndarray, ki67_tiles: np.ndarray, batch_size: int) -> tf.data.Dataset:
+    """Finite dataset of ``(real_he, real_ki67)`` batches, float32 in [-1, 1], from uint8 arrays."""
+    dataset = tf.data.Dataset.from_tensor_slices((he_tiles, ki67_tiles))
+    dataset = dataset.map(lambda he_tile, ki67_tile: (tf.cast(he_tile, tf.float32) / 127.5 - 1.0,
+                                                      tf.cast(ki67_tile, tf.float32) / 127.5 - 1.0))
     return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 

@@ -25,7 +25,8 @@ import tensorflow as tf
 
 from virtual_ihc.config import ConfigError, ExperimentConfig, validate_config
 from virtual_ihc.data.pipeline import (DecodeFailures, DomainIndex, default_steps_per_epoch, index_domain,
-                                       make_train_dataset, make_validation_dataset, split_validation)
+                                       load_validation_tiles, make_train_dataset, make_validation_dataset,
+                                       split_validation)
 from virtual_ihc.data.synthetic import write_sample_dataset
 from virtual_ihc.export import export_generators
 from virtual_ihc.models import CycleGAN, build_patchgan_discriminator, build_resnet_generator
@@ -172,13 +173,13 @@ def run_training(config: ExperimentConfig, resume: bool = False, overwrite: bool
     train_dataset = make_train_dataset(he, ki67, train.batch_size, crop, train.seed, config.data.augment,
                                        start_element=initial_epoch * steps_per_epoch * train.batch_size,
                                        failures=failures)
-    val_dataset = make_validation_dataset(he_val, ki67_val, train.batch_size, crop, config.data.max_val_tiles,
-                                          failures=failures)
-    sample_he, sample_ki67 = next(iter(val_dataset.unbatch().batch(train.sample_images)))
+    val_he, val_ki67 = load_validation_tiles(he_val, ki67_val, crop, config.data.max_val_tiles, failures)
+    val_dataset = make_validation_dataset(val_he, val_ki67, train.batch_size)
+    samples = [tiles[:train.sample_images].astype(np.float32) / 127.5 - 1.0 for tiles in (val_he, val_ki67)]
     callbacks = [
         LearningRateLogger(model.generator_optimizer),
         EpochCheckpoint(manager),
-        SampleImages(sample_he.numpy(), sample_ki67.numpy(), run_dir / "samples", run_dir / "logs"),
+        SampleImages(*samples, run_dir / "samples", run_dir / "logs"),
         keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=resume),
         keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs"), write_graph=False),
         DecodeFailureReport(failures),
