@@ -47,6 +47,7 @@ def test_total_loss_decreases_monotonically_and_output_keeps_content_shape(vgg, 
     assert result.image.dtype == np.uint8
     assert not np.array_equal(result.image, he_tile)
     assert result.final_losses["total_loss"] == pytest.approx(history[-1], rel=1e-4)
+    assert 0 < result.seconds_per_iteration <= result.seconds
 
 
 def test_each_image_starts_a_fresh_adam_optimisation(vgg, he_tile, ki67_tile):

@@ -41,12 +41,15 @@ class NSTResult:
         final_losses: every term of :data:`LOSS_KEYS` for the final image (unweighted
             except ``total_loss``).
         seconds: wall-clock time of the optimisation.
+        seconds_per_iteration: median wall-clock time of one iteration (the
+            median leaves out the one-off tracing of the compiled step).
     """
 
     image: np.ndarray
     loss_history: list[float]
     final_losses: dict[str, float]
     seconds: float
+    seconds_per_iteration: float
 
 
 def check_image_size(image: np.ndarray, role: str) -> None:
@@ -157,27 +160,32 @@ class StyleTransfer:
         start = initial_image(content, self.config.init, self.config.seed)
         started = time.perf_counter()
         optimise = self._optimise_adam if self.config.optimizer == "adam" else self._optimise_lbfgs
-        final, history = optimise(start, content_targets, style_targets)
+        final, history, iteration_seconds = optimise(start, content_targets, style_targets)
         seconds = time.perf_counter() - started
         terms = self.loss_terms(tf.constant(final[None]), content_targets, style_targets)
         final_losses = {key: float(value) for key, value in terms.items()}
-        logger.info("style transfer done in %.1f s: %s", seconds,
+        per_iteration = float(np.median(iteration_seconds)) if iteration_seconds else float("nan")
+        logger.info("style transfer done in %.1f s (%.3f s/iteration): %s", seconds, per_iteration,
                     ", ".join(f"{key}={value:.4g}" for key, value in final_losses.items()))
-        return NSTResult(to_uint8(final), history, final_losses, seconds)
+        return NSTResult(to_uint8(final), history, final_losses, seconds, per_iteration)
 
-    def _optimise_adam(self, start: np.ndarray, content_targets, style_targets) -> tuple[np.ndarray, list[float]]:
+    def _optimise_adam(self, start: np.ndarray, content_targets,
+                       style_targets) -> tuple[np.ndarray, list[float], list[float]]:
+        """Adam from ``start``; returns the final float image, the loss history and each iteration's seconds."""
         image, optimizer, step = self._adam_state(start.shape)
         image.assign(start[None])
         # Fresh moments and step count for every image; the traced step is reused.
         for variable in optimizer.variables:
             variable.assign(tf.zeros_like(variable))
         optimizer.learning_rate = self.config.learning_rate
-        history = []
+        history, iteration_seconds = [], []
         for iteration in range(self.config.iterations):
+            started = time.perf_counter()
             history.append(float(step(content_targets, style_targets)))
+            iteration_seconds.append(time.perf_counter() - started)
             _log_progress(iteration, self.config.iterations, history[-1])
         history.append(float(self.loss_terms(image, content_targets, style_targets)["total_loss"]))
-        return image.numpy()[0], history
+        return image.numpy()[0], history, iteration_seconds
 
     def _adam_state(self, shape: tuple[int, ...]) -> tuple[tf.Variable, keras.optimizers.Optimizer, Callable]:
         """The image variable, Adam and the compiled step for images of ``shape``, built once."""
@@ -204,7 +212,9 @@ class StyleTransfer:
             total = self.loss_terms(image, content_targets, style_targets)["total_loss"]
         return total, tape.gradient(total, image)
 
-    def _optimise_lbfgs(self, start: np.ndarray, content_targets, style_targets) -> tuple[np.ndarray, list[float]]:
+    def _optimise_lbfgs(self, start: np.ndarray, content_targets,
+                        style_targets) -> tuple[np.ndarray, list[float], list[float]]:
+        """L-BFGS-B within [0, 255]; returns the final float image, the loss history and each iteration's seconds."""
         shape = (1,) + start.shape
 
         def objective(flat: np.ndarray) -> tuple[float, np.ndarray]:
@@ -213,9 +223,11 @@ class StyleTransfer:
             return float(total), gradient.numpy().ravel().astype(np.float64)
 
         history = [objective(start.ravel())[0]]
+        finished_at = [time.perf_counter()]
 
         def record(intermediate_result: scipy.optimize.OptimizeResult) -> None:
             history.append(float(intermediate_result.fun))
+            finished_at.append(time.perf_counter())
             _log_progress(len(history) - 2, self.config.iterations, history[-1])
 
         result = scipy.optimize.minimize(
@@ -224,7 +236,7 @@ class StyleTransfer:
             options={"maxiter": self.config.iterations},
         )
         logger.info("L-BFGS-B stopped after %d iterations: %s", result.nit, result.message)
-        return result.x.reshape(start.shape).astype(np.float32), history
+        return result.x.reshape(start.shape).astype(np.float32), history, list(np.diff(finished_at))
 
 
 def _log_progress(iteration: int, iterations: int, total: float) -> None:
