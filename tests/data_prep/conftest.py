@@ -22,6 +22,12 @@ def rectangle_slide_image(height: int, width: int, box: tuple[int, int, int, int
 
 
 @pytest.fixture
+def rectangle_image():
+    """:func:`rectangle_slide_image` (a fixture, so test modules need not import this conftest)."""
+    return rectangle_slide_image
+
+
+@pytest.fixture
 def make_slide(tmp_path):
     """``make_slide(name, image, mpp=0.25)`` writes a pyramidal tiled TIFF under ``tmp_path``."""
 

@@ -7,15 +7,14 @@ import numpy as np
 import pytest
 import tifffile
 
-from conftest import rectangle_slide_image
 from virtual_ihc.data.io import write_image_rgb
 from virtual_ihc.data.slides import (SlideMetadataError, SlideReadError, choose_level, open_slide, output_size,
                                      read_downsampled, read_scaled_region, target_downsample)
 
 
 @pytest.fixture
-def slide_image():
-    return rectangle_slide_image(1024, 1536, (256, 128, 1024, 768))
+def slide_image(rectangle_image):
+    return rectangle_image(1024, 1536, (256, 128, 1024, 768))
 
 
 def test_openslide_reads_levels_and_mpp_of_written_pyramid(make_slide, slide_image):

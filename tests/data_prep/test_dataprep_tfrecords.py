@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import rectangle_slide_image
 from virtual_ihc.data.io import encode_png
 from virtual_ihc.data.slides import choose_level, open_slide, read_scaled_region
 from virtual_ihc.data.splits import entries_from_paths
@@ -38,8 +37,8 @@ def test_list_tfrecords_of_missing_folder_is_empty(tmp_path):
         tile_record_dataset([])
 
 
-def test_tiler_writes_shards_the_dataset_reads(make_slide, tmp_path):
-    path = make_slide("case01.tif", rectangle_slide_image(1024, 1536, (256, 128, 1024, 768)), mpp=0.25)
+def test_tiler_writes_shards_the_dataset_reads(make_slide, rectangle_image, tmp_path):
+    path = make_slide("case01.tif", rectangle_image(1024, 1536, (256, 128, 1024, 768)), mpp=0.25)
     options = TilingOptions(tile_size=64, overlap=0, target_mag=20, image_format="tfrecord", tiles_per_chunk=20)
     summary = tile_slides(entries_from_paths([path], "he"), tmp_path / "out", options, test_fraction=0.0,
                           progress=False)

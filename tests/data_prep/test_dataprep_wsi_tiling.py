@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import rectangle_slide_image
 from data_prep.tile_slides import main as tile_main
 from virtual_ihc.data.io import read_image_rgb, write_image_rgb
 from virtual_ihc.data.splits import SlideEntry, entries_from_paths
@@ -19,8 +18,8 @@ OPTIONS = TilingOptions(tile_size=64, overlap=32, target_mag=20, min_tissue=0.5)
 
 
 @pytest.fixture
-def slide_path(make_slide):
-    return make_slide("case01.tif", rectangle_slide_image(1024, 1536, BOX), mpp=0.25, min_level_side=256)
+def slide_path(make_slide, rectangle_image):
+    return make_slide("case01.tif", rectangle_image(1024, 1536, BOX), mpp=0.25, min_level_side=256)
 
 
 def box_fraction(x: int, y: int, size: int, downsample: float = 2.0) -> float:
@@ -84,8 +83,8 @@ def test_unreadable_inputs_are_skipped_and_reported(slide_path, tmp_path, capsys
     assert {row["slide"] for row in read_manifest(tmp_path / "out" / "manifest.csv")} == {"case01"}
 
 
-def test_missing_mpp_is_reported_with_the_option_to_set(make_slide, tmp_path):
-    path = make_slide("nompp.tif", rectangle_slide_image(512, 512, (0, 0, 256, 256)), mpp=None)
+def test_missing_mpp_is_reported_with_the_option_to_set(make_slide, rectangle_image, tmp_path):
+    path = make_slide("nompp.tif", rectangle_image(512, 512, (0, 0, 256, 256)), mpp=None)
     summary = tile_slides(entries_from_paths([path], "he"), tmp_path / "out", OPTIONS, progress=False)
     assert "--mpp" in summary.failed[str(path)] and "nompp.tif" in summary.failed[str(path)]
 
@@ -103,11 +102,11 @@ def test_rerun_skips_finished_slides_and_refuses_other_options(slide_path, tmp_p
         tile_slides(entries, tmp_path / "out", TilingOptions(tile_size=32, overlap=0, target_mag=20), progress=False)
 
 
-def test_consecutive_sections_land_in_the_same_split_folder(make_slide, tmp_path):
+def test_consecutive_sections_land_in_the_same_split_folder(make_slide, rectangle_image, tmp_path):
     table = ["path,stain,pair_id"]
     for pair in range(4):
         for stain in ("he", "ki67"):
-            image = rectangle_slide_image(512, 512, (64, 64, 448, 448), seed=pair)
+            image = rectangle_image(512, 512, (64, 64, 448, 448), seed=pair)
             path = make_slide(f"c{pair}_{stain}.tif", image, mpp=0.5, min_level_side=256)
             table.append(f"{path.name},{stain},c{pair}")
     (tmp_path / "slides.csv").write_text("\n".join(table) + "\n")
@@ -126,8 +125,8 @@ def test_consecutive_sections_land_in_the_same_split_folder(make_slide, tmp_path
             assert len(list((tmp_path / "out" / stain / split).glob("*.png"))) == 2 * 12  # 4 x 4 grid less 4 corners with 25 % tissue
 
 
-def test_he_tiles_are_stain_normalised_when_asked(slide_path, tmp_path):
-    reference = rectangle_slide_image(128, 128, (0, 0, 128, 128), seed=5)
+def test_he_tiles_are_stain_normalised_when_asked(slide_path, rectangle_image, tmp_path):
+    reference = rectangle_image(128, 128, (0, 0, 128, 128), seed=5)
     reference[:, :, 0] = 150  # a bluer H&E
     write_image_rgb(tmp_path / "reference.png", reference)
     arguments = [str(slide_path), "--stain", "he", "--target-mag", "20", "--tile-size", "64", "--overlap", "0",
@@ -139,6 +138,10 @@ def test_he_tiles_are_stain_normalised_when_asked(slide_path, tmp_path):
     plain, normalised = read_image_rgb(tmp_path / "plain" / name), read_image_rgb(tmp_path / "normalised" / name)
     assert (tmp_path / "normalised" / "stain_normalization.json").exists()
     assert normalised[..., 0].mean() < plain[..., 0].mean() - 20
+    write_image_rgb(tmp_path / "other.png", rectangle_image(128, 128, (0, 0, 128, 128), seed=6))
+    resumed_with_other_target = tile_main([*arguments, "--out", str(tmp_path / "normalised"), "--normalize",
+                                           "reinhard", "--target", str(tmp_path / "other.png")])
+    assert resumed_with_other_target == 2
 
 
 @pytest.mark.slow

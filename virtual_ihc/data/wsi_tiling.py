@@ -40,7 +40,7 @@ import cv2
 import numpy as np
 
 from virtual_ihc.data.io import encode_png, write_image_rgb
-from virtual_ihc.data.slides import (LevelChoice, SlideMetadataError, choose_level, open_slide,
+from virtual_ihc.data.slides import (LevelChoice, choose_level, open_slide,
                                      output_size, read_downsampled, read_scaled_region)
 from virtual_ihc.data.splits import SlideEntry, assign_splits, read_slide_table, write_slide_table
 from virtual_ihc.data.stain_normalization import StainNormalizer, StainStats, fit_stain_stats
@@ -237,10 +237,11 @@ def read_manifest(path: str | os.PathLike) -> list[dict]:
         return list(csv.DictReader(handle))
 
 
-def _check_options(out_dir: Path, options: TilingOptions, normalize_method: str | None) -> None:
-    """Refuse to resume into a folder tiled with other options (tiles would be mixed)."""
+def _check_options(out_dir: Path, options: TilingOptions, normalizer: StainNormalizer | None) -> None:
+    """Refuse to resume into a folder tiled with other options or normalisation (tiles would be mixed)."""
     recorded = out_dir / OPTIONS_FILE
-    current = {**dataclasses.asdict(options), "normalize": normalize_method}
+    current = {**dataclasses.asdict(options),
+               "normalize": normalizer.target.to_dict() if normalizer is not None else None}
     if recorded.exists():
         previous = json.loads(recorded.read_text())
         if previous != current:
@@ -302,8 +303,8 @@ class _Cutter:
 
 
 def _describe(error: BaseException) -> str:
-    return str(error) if isinstance(error, (SlideMetadataError, OSError, ValueError)) \
-        else f"{type(error).__name__}: {error}"
+    """The message of an expected failure (bad file, metadata, value); type and message otherwise."""
+    return str(error) if isinstance(error, (OSError, ValueError)) else f"{type(error).__name__}: {error}"
 
 
 def tile_slides(entries: list[SlideEntry], out_dir: str | os.PathLike, options: TilingOptions = TilingOptions(),
@@ -328,7 +329,7 @@ def tile_slides(entries: list[SlideEntry], out_dir: str | os.PathLike, options: 
 
     out_dir = Path(out_dir)
     normalize_method = normalizer.method if normalizer is not None else None
-    _check_options(out_dir, options, normalize_method)
+    _check_options(out_dir, options, normalizer)
     if normalizer is not None:
         normalizer.save(out_dir / NORMALIZER_FILE)
     entries = _keep_previous_splits(entries, out_dir)
