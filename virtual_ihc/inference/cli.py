@@ -1,0 +1,163 @@
+"""``virtual-ihc stain`` (also ``python -m virtual_ihc.stain``): virtual Ki-67 from H&E.
+
+One slide to a pyramidal TIFF that OpenSlide viewers open::
+
+    virtual-ihc stain slide.svs slide_ki67.tif --model runs/NAME/export/he_to_ki67
+
+One image to an image of the same size::
+
+    virtual-ihc stain he.png ki67.png --model runs/NAME
+
+A folder (batch: a progress bar per input, a summary at the end); slides and
+TIFFs become ``OUTPUT/<stem>.tif``, other images ``OUTPUT/<stem>.png``::
+
+    virtual-ihc stain slides/ virtual_ki67/ --model runs/NAME --resume
+
+Every default comes from :class:`~virtual_ihc.inference.stitching.StitchOptions`
+and :class:`~virtual_ihc.inference.whole_slide.StainOptions`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+from virtual_ihc.data.io import IMAGE_EXTENSIONS, TIFF_EXTENSIONS, ImageReadError, read_image_rgb
+from virtual_ihc.data.slides import SlideMetadataError
+from virtual_ihc.data.stain_normalization import METHODS, StainNormalizer
+from virtual_ihc.inference.model import DEFAULT_DIRECTION, ModelNotFoundError, StainModel
+from virtual_ihc.inference.pyramid import COMPRESSIONS
+from virtual_ihc.inference.stitching import StitchOptions
+from virtual_ihc.inference.whole_slide import StainOptions, StainResult, stain_file
+
+logger = logging.getLogger(__name__)
+
+#: whole-slide formats OpenSlide reads, besides TIFF
+SLIDE_EXTENSIONS = (".svs", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif", ".svslide", ".dcm")
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    """Add the ``stain`` options to ``parser``."""
+    stitch, stain = StitchOptions(), StainOptions()
+    parser.add_argument("input", type=Path, help="H&E image, whole-slide image, or a folder of them")
+    parser.add_argument("output", type=Path,
+                        help="output file (.tif/.tiff: pyramidal tiled TIFF; .png/.jpg: image), "
+                             "or a folder when INPUT is a folder")
+    parser.add_argument("--model", required=True, type=Path,
+                        help="exported SavedModel (RUN/export/he_to_ki67) or a training run folder")
+    parser.add_argument("--direction", default=DEFAULT_DIRECTION,
+                        help="export to use when --model is a run folder (default: %(default)s)")
+    parser.add_argument("--tile-size", type=int, default=stitch.tile_size,
+                        help="tile side in pixels (default: %(default)s)")
+    parser.add_argument("--overlap", type=int, default=stitch.overlap,
+                        help="pixels shared by neighbouring tiles, blended with a Hann window "
+                             "(default: %(default)s)")
+    parser.add_argument("--margin", type=int, default=stitch.margin,
+                        help="context margin: pixels next to a tile's overlapping side that are "
+                             "discarded, at most overlap/2 (default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=stitch.batch_size,
+                        help="tiles per generator call (default: %(default)s)")
+    parser.add_argument("--whole", action="store_true",
+                        help="run the whole image in one pass (no tiling; small images only)")
+    parser.add_argument("--min-tissue", type=float, default=stitch.min_tissue,
+                        help="tiles with at most this tissue fraction are background, written white "
+                             "(default: %(default)s)")
+    parser.add_argument("--keep-background", action="store_true",
+                        help="run background tiles through the generator too")
+    parser.add_argument("--target-mpp", type=float, default=stain.target_mpp,
+                        help="µm/px to process at (default: the model's, from its export metadata; "
+                             "level 0 if unknown)")
+    parser.add_argument("--slide-mpp", type=float, default=stain.slide_mpp,
+                        help="µm/px of the input's level 0 when the file does not say")
+    parser.add_argument("--compression", choices=sorted(COMPRESSIONS), default=stain.compression,
+                        help="TIFF output compression (default: %(default)s)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue interrupted slide runs; skip inputs whose output exists")
+    parser.add_argument("--normalize", choices=METHODS,
+                        help="stain-normalise the H&E onto --target before staining")
+    parser.add_argument("--target", type=Path, help="reference H&E image for --normalize")
+    parser.add_argument("--normalizer", type=Path,
+                        help="saved normaliser JSON (e.g. the tiler's stain_normalization.json), "
+                             "instead of --normalize/--target")
+
+
+def options_from_args(args: argparse.Namespace) -> StainOptions:
+    stitch = StitchOptions(tile_size=args.tile_size, overlap=args.overlap, margin=args.margin,
+                           batch_size=args.batch_size, min_tissue=args.min_tissue,
+                           keep_background=args.keep_background)
+    return StainOptions(stitch=stitch, whole=args.whole, target_mpp=args.target_mpp, slide_mpp=args.slide_mpp,
+                        compression=args.compression, resume=args.resume)
+
+
+def normalizer_from_args(args: argparse.Namespace) -> StainNormalizer | None:
+    if args.normalizer is not None:
+        if args.normalize or args.target:
+            raise ValueError("give --normalizer or --normalize with --target, not both")
+        return StainNormalizer.load(args.normalizer)
+    if (args.normalize is None) != (args.target is None):
+        raise ValueError("--normalize and --target go together")
+    return StainNormalizer.fit(args.normalize, read_image_rgb(args.target)) if args.normalize else None
+
+
+def is_slide_or_image(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS + SLIDE_EXTENSIONS
+
+
+def output_name(input_path: Path) -> str:
+    """``<stem>.tif`` for slides and TIFFs, ``<stem>.png`` for other images."""
+    suffix = input_path.suffix.lower()
+    return input_path.stem + (".tif" if suffix in TIFF_EXTENSIONS + SLIDE_EXTENSIONS else ".png")
+
+
+def plan_jobs(input_path: Path, output_path: Path) -> list[tuple[Path, Path]]:
+    """``(input, output)`` pairs: one for a file, one per slide or image in a folder."""
+    if not input_path.is_dir():
+        if not input_path.exists():
+            raise FileNotFoundError(f"{input_path}: no such file or folder")
+        return [(input_path, output_path)]
+    inputs = sorted(path for path in input_path.iterdir() if is_slide_or_image(path))
+    if not inputs:
+        raise FileNotFoundError(f"{input_path}: no images or slides in the folder")
+    if output_path.exists() and not output_path.is_dir():
+        raise NotADirectoryError(f"{output_path}: INPUT is a folder, so OUTPUT must be a folder")
+    output_path.mkdir(parents=True, exist_ok=True)
+    return [(path, output_path / output_name(path)) for path in inputs]
+
+
+def format_result(result: StainResult) -> str:
+    if result.skipped:
+        return f"{result.input.name}: skipped, {result.output} exists"
+    resumed = f", resumed after {result.rows_resumed} tile rows" if result.rows_resumed else ""
+    return (f"{result.input.name} -> {result.output}: {result.width}x{result.height} px, "
+            f"{result.tiles_run}/{result.tiles_total} tiles run{resumed}, {result.seconds:.1f} s")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        options = options_from_args(args)
+        normalizer = normalizer_from_args(args)
+        jobs = plan_jobs(args.input, args.output)
+        model = StainModel(args.model, args.direction)
+    except (ValueError, FileNotFoundError, NotADirectoryError, ModelNotFoundError, ImageReadError) as error:
+        print(f"virtual-ihc stain: error: {error}", file=sys.stderr)
+        return 2
+    failures = 0
+    for input_path, output_path in jobs:
+        with tqdm(desc=input_path.name, unit="row", leave=False, disable=None) as bar:
+            def progress(done: int, total: int) -> None:
+                bar.total = total
+                bar.update(done - bar.n)
+
+            try:
+                result = stain_file(input_path, output_path, model, options, normalizer, progress)
+            except (ImageReadError, SlideMetadataError, ValueError) as error:
+                failures += 1
+                print(f"{input_path.name}: FAILED: {error}", file=sys.stderr)
+                continue
+        print(format_result(result))
+    print(f"stained {len(jobs) - failures} of {len(jobs)} input(s)" + (f", {failures} failed" if failures else ""))
+    return 1 if failures else 0
