@@ -9,6 +9,7 @@ from virtual_ihc import cli
 from virtual_ihc.data.io import read_image_rgb, write_image_rgb
 from virtual_ihc.data.synthetic import sample_tiles
 from virtual_ihc.nst import cli as nst_cli
+from virtual_ihc.nst.config import NSTConfig
 from virtual_ihc.nst import sweep
 
 # Shallow layers: tracing the step through all of VGG19 takes seconds, and the
@@ -77,7 +78,7 @@ def test_sweep_writes_one_labelled_figure_and_each_output(tiles, tmp_path, monke
     status = cli.main(["nst", "sweep", "--content", str(tiles["he_dir"] / "a.png"),
                        "--style", str(tiles["style"]), "--out", str(out), *FAST])
     assert status == 0
-    labels = [label for label, _ in full_grid(nst_cli.NSTConfig())[:2]]
+    labels = [label for label, _ in full_grid(NSTConfig())[:2]]
     for label in labels:
         assert read_image_rgb(out / f"{sweep.file_stem(label)}.png").shape == (48, 48, 3)
     figure = read_image_rgb(out / "sweep.png")
