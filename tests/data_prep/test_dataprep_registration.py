@@ -109,6 +109,20 @@ def test_paired_tiles_share_names_and_show_the_same_nuclei(registered):
     assert normalized_cross_correlation(nuclear_density(he), nuclear_density(ki67)) > 0.7
 
 
+def test_rotation_search_recovers_a_quarter_turn():
+    from virtual_ihc.data.registration import register_images
+
+    rng = np.random.default_rng(3)
+    layout = make_layout(rng, (320, 320), nucleus_radius=4.0)
+    he, ki67 = render_he(layout, rng), render_ki67(layout, rng)
+    rotation = cv2.getRotationMatrix2D((160, 160), 90, 1.0)  # H&E (x, y) -> Ki-67 (x, y)
+    ki67 = cv2.warpAffine(ki67, rotation, (320, 320), borderValue=(255, 255, 255))
+    landmarks = layout.centers[:, ::-1].astype(np.float64)
+    truth = landmarks @ rotation[:, :2].T + rotation[:, 2]
+    errors = np.linalg.norm(register_images(he, ki67).registration.map_points(landmarks) - truth, axis=1)
+    assert np.median(errors) <= 1.0
+
+
 def test_missing_mpp_ends_with_a_message_naming_file_and_option(tmp_path, capsys):
     from virtual_ihc.data.synthetic_slides import write_image_as_slide
 
