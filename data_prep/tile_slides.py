@@ -18,7 +18,7 @@ from pathlib import Path
 
 from data_prep import add_tile_arguments, command_main, tiling_options
 from virtual_ihc.data.io import read_image_rgb
-from virtual_ihc.data.splits import STAINS, entries_from_paths, read_slide_table
+from virtual_ihc.data.splits import STAINS, TEST_FRACTION, entries_from_paths, read_slide_table
 from virtual_ihc.data.stain_normalization import METHODS, StainNormalizer
 from virtual_ihc.data.wsi_tiling import FORMATS, TilingOptions, format_summary, tile_slides
 
@@ -45,7 +45,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=FORMATS, default=defaults.image_format, dest="image_format")
     parser.add_argument("--tiles-per-chunk", type=int, default=defaults.tiles_per_chunk,
                         help="tiles per unit of parallel work and per TFRecord shard")
-    parser.add_argument("--test-fraction", type=float, default=0.2, help="share of slide groups held out for test")
+    parser.add_argument("--test-fraction", type=float, default=TEST_FRACTION, help="share of slide groups held out for test")
     parser.add_argument("--test-ids", nargs="*", default=[], help="slide, pair or patient ids to hold out")
     parser.add_argument("--seed", type=int, default=0, help="seed of the train/test draw")
     parser.add_argument("--normalize", choices=METHODS, help="stain-normalise H&E tiles to --target")
@@ -56,11 +56,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if bool(args.slides) == bool(args.slides_csv):
-        raise SystemExit("give SLIDES (with --stain) or --slides-csv, not both or neither")
+        raise ValueError("give SLIDES (with --stain) or --slides-csv, not both or neither")
     if args.slides and not args.stain:
-        raise SystemExit("--stain he|ki67 is required with SLIDES (or list slides in --slides-csv)")
+        raise ValueError("--stain he|ki67 is required with SLIDES (or list slides in --slides-csv)")
     if bool(args.normalize) != bool(args.target):
-        raise SystemExit("--normalize and --target go together")
+        raise ValueError("--normalize and --target go together")
     entries = (read_slide_table(args.slides_csv) if args.slides_csv
                else entries_from_paths(expand_inputs(args.slides), args.stain))
     options = tiling_options(args, image_format=args.image_format, tiles_per_chunk=args.tiles_per_chunk)

@@ -163,3 +163,8 @@ def test_command_line_defaults_are_the_tiling_defaults():
     configure_parser(parser)
     args = parser.parse_args(["slide.svs", "--stain", "he", "--out", "out"])
     assert tiling_options(args, image_format=args.image_format, tiles_per_chunk=args.tiles_per_chunk) == TilingOptions()
+
+
+def test_slides_without_a_stain_are_refused(slide_path, tmp_path, capsys):
+    assert tile_main([str(slide_path), "--out", str(tmp_path / "out")]) == 2
+    assert "--stain" in capsys.readouterr().err

@@ -27,6 +27,8 @@ from pathlib import Path
 STAINS = ("he", "ki67")
 SPLITS = ("train", "test")
 TABLE_COLUMNS = ("path", "stain", "slide_id", "pair_id", "patient_id", "split")
+#: default share of slide groups held out for testing
+TEST_FRACTION = 0.2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,7 +138,7 @@ def _group_rank(entries: list[SlideEntry], group: list[int], seed: int) -> str:
     return hashlib.sha256(f"{seed}:{key}".encode()).hexdigest()
 
 
-def assign_splits(entries: list[SlideEntry], test_fraction: float = 0.2, seed: int = 0,
+def assign_splits(entries: list[SlideEntry], test_fraction: float = TEST_FRACTION, seed: int = 0,
                   test_ids: tuple[str, ...] | list[str] = ()) -> list[SlideEntry]:
     """Entries with ``split`` set, keeping every group in one split.
 

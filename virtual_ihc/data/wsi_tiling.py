@@ -42,7 +42,7 @@ import numpy as np
 from virtual_ihc.data.io import encode_png, write_image_rgb
 from virtual_ihc.data.slides import (LevelChoice, choose_level, open_slide,
                                      output_size, read_downsampled, read_scaled_region)
-from virtual_ihc.data.splits import SlideEntry, assign_splits, read_slide_table, write_slide_table
+from virtual_ihc.data.splits import TEST_FRACTION, SlideEntry, assign_splits, read_slide_table, write_slide_table
 from virtual_ihc.data.stain_normalization import StainNormalizer, StainStats, fit_stain_stats
 from virtual_ihc.data.tiling import tile_grid
 from virtual_ihc.data.tissue import tissue_mask
@@ -308,7 +308,7 @@ def _describe(error: BaseException) -> str:
 
 
 def tile_slides(entries: list[SlideEntry], out_dir: str | os.PathLike, options: TilingOptions = TilingOptions(),
-                test_fraction: float = 0.2, seed: int = 0, test_ids: tuple[str, ...] = (),
+                test_fraction: float = TEST_FRACTION, seed: int = 0, test_ids: tuple[str, ...] = (),
                 normalizer: StainNormalizer | None = None, workers: int = 1,
                 progress: bool = True) -> TilingSummary:
     """Tile slides into ``out_dir`` (layout in the module docstring); resumable.
