@@ -29,7 +29,8 @@ def expand_inputs(inputs: list[str]) -> list[Path]:
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            paths.extend(sorted(child for child in path.iterdir() if child.is_file() and not child.name.startswith(".")))
+            paths.extend(sorted(child for child in path.iterdir()
+                                if child.is_file() and not child.name.startswith(".")))
         else:
             paths.append(path)
     return paths
@@ -45,7 +46,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=FORMATS, default=defaults.image_format, dest="image_format")
     parser.add_argument("--tiles-per-chunk", type=int, default=defaults.tiles_per_chunk,
                         help="tiles per unit of parallel work and per TFRecord shard")
-    parser.add_argument("--test-fraction", type=float, default=TEST_FRACTION, help="share of slide groups held out for test")
+    parser.add_argument("--test-fraction", type=float, default=TEST_FRACTION,
+                        help="share of slide groups held out for test")
     parser.add_argument("--test-ids", nargs="*", default=[], help="slide, pair or patient ids to hold out")
     parser.add_argument("--seed", type=int, default=0, help="seed of the train/test draw")
     parser.add_argument("--normalize", choices=METHODS, help="stain-normalise H&E tiles to --target")

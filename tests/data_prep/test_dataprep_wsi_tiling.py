@@ -122,7 +122,8 @@ def test_consecutive_sections_land_in_the_same_split_folder(make_slide, rectangl
     assert sorted(next(iter(splits)) for splits in split_of_pair.values()) == ["test", "test", "train", "train"]
     for stain in ("he", "ki67"):
         for split in ("train", "test"):
-            assert len(list((tmp_path / "out" / stain / split).glob("*.png"))) == 2 * 12  # 4 x 4 grid less 4 corners with 25 % tissue
+            # two slides, each a 4 x 4 grid less the 4 corners (25 % tissue)
+            assert len(list((tmp_path / "out" / stain / split).glob("*.png"))) == 2 * 12
 
 
 def test_he_tiles_are_stain_normalised_when_asked(slide_path, rectangle_image, tmp_path):
