@@ -91,3 +91,11 @@ def test_sweep_needs_a_single_content_image(tiles, tmp_path, capsys):
                        "--out", str(tmp_path / "sweep"), *FAST])
     assert status == 2
     assert "one image" in capsys.readouterr().err
+
+
+def test_empty_content_folder_is_rejected(tiles, tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    status = cli.main(["nst", "--content", str(tmp_path / "empty"), "--style", str(tiles["style"]),
+                       "--out", str(tmp_path / "out"), *FAST])
+    assert status == 2
+    assert "no images" in capsys.readouterr().err

@@ -12,6 +12,7 @@ from virtual_ihc.data.synthetic import sample_tiles
 from virtual_ihc.nst.config import NSTConfig
 from virtual_ihc.nst.features import build_vgg19
 from virtual_ihc.nst.transfer import StyleTransfer, initial_image
+from virtual_ihc.weights import resolve_weights
 
 
 @pytest.fixture(scope="module")
@@ -125,3 +126,12 @@ def test_noise_start_is_seeded_and_in_pixel_range(he_tile):
     assert first.shape == he_tile.shape and first.min() >= 0 and first.max() <= 255
     assert not np.array_equal(first, initial_image(he_tile, "noise", seed=6))
     np.testing.assert_array_equal(initial_image(he_tile, "content", seed=5), he_tile.astype(np.float32))
+
+
+def test_local_weights_file_is_loaded(vgg, tmp_path):
+    path = tmp_path / "vgg19_notop.weights.h5"
+    vgg.save_weights(path)
+    keras.utils.set_random_seed(7)  # different random init, overwritten by the file
+    loaded = build_vgg19(resolve_weights(str(path)))
+    np.testing.assert_array_equal(loaded.get_layer("block3_conv2").kernel.numpy(),
+                                  vgg.get_layer("block3_conv2").kernel.numpy())

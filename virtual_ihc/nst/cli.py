@@ -101,12 +101,18 @@ def config_from_args(args: argparse.Namespace) -> NSTConfig:
 
 
 def image_paths(path: Path) -> list[Path]:
-    """``[path]`` for a file, the sorted images under a folder (error if there are none)."""
+    """``[path]`` for a file, the sorted images under a folder; checked before any work starts.
+
+    Raises:
+        ImageReadError: the path does not exist, or the folder holds no images.
+    """
     if path.is_dir():
         paths = list_images(path)
         if not paths:
             raise ImageReadError(f"{path}: folder contains no images")
         return paths
+    if not path.is_file():
+        raise ImageReadError(f"{path}: no such file or folder")
     return [path]
 
 
