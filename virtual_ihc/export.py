@@ -49,7 +49,7 @@ SERVING_ERRORS = {
     "rank other than 4 or channels other than 3 (serving_default)":
         "InvalidArgumentError 'Shape of tensor images [...] is not compatible with expected shape [?,?,?,3]'",
     "height or width not a multiple of 8": "accepted: mirror-padded to the next multiple and cropped back",
-    "height or width below 8 pixels": "InvalidArgumentError 'images must be at least 8 pixels high and wide'",
+    "height or width below 16 pixels": "InvalidArgumentError 'images must be at least 16 pixels high and wide'",
     "undecodable bytes (serve_encoded)": "InvalidArgumentError from the image decoder",
     "grey or RGBA encoded images (serve_encoded)": "accepted: grey is repeated to RGB, alpha is dropped",
 }
@@ -79,9 +79,10 @@ class GeneratorServingModule(tf.Module):
         # a loaded signature does not check the rank or channels of its input at run time
         images = tf.ensure_shape(images, [None, None, None, 3])
         height, width = tf.shape(images)[1], tf.shape(images)[2]
+        # the bottleneck must be at least 2 pixels for the residual blocks' reflection padding
         tf.debugging.assert_greater_equal(
-            tf.minimum(height, width), self.size_multiple,
-            message=f"images must be at least {self.size_multiple} pixels high and wide")
+            tf.minimum(height, width), 2 * self.size_multiple,
+            message=f"images must be at least {2 * self.size_multiple} pixels high and wide")
         pad_h = (-height) % self.size_multiple
         pad_w = (-width) % self.size_multiple
         padded = tf.pad(uint8_to_unit(images), [[0, 0], [0, pad_h], [0, pad_w], [0, 0]], mode="REFLECT")

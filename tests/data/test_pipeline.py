@@ -1,0 +1,116 @@
+import cv2
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from virtual_ihc.data.io import write_image_rgb
+from virtual_ihc.data.pipeline import (DataError, DecodeFailures, _epoch_position, augment, index_domain,
+                                       load_validation_tiles, make_train_dataset, split_validation)
+from virtual_ihc.data.synthetic import sample_tiles
+
+TILE, CROP = 40, 32
+
+
+def _index(folder, name="he"):
+    return index_domain(folder, name, tile_size=TILE, overlap=20, min_tissue=0.5, crop_size=CROP)
+
+
+def _write_tiles(folder, stain, count, seed=0):
+    for i, tile in enumerate(sample_tiles(stain, count, TILE, seed)):
+        write_image_rgb(folder / f"{stain}_{i:03d}.png", tile)
+
+
+def test_missing_and_empty_folders_are_clear_errors(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        _index(tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="no image files"):
+        _index(tmp_path / "empty")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "zero.png").write_bytes(b"")
+    with pytest.raises(DataError, match="no usable tiles"):
+        _index(tmp_path / "bad")
+
+
+def test_corrupt_files_are_skipped_and_counted_without_stopping_training(tmp_path):
+    he_dir, ki67_dir = tmp_path / "he", tmp_path / "ki67"
+    _write_tiles(he_dir, "he", 4)
+    _write_tiles(ki67_dir, "ki67", 4)
+    (he_dir / "zero_bytes.png").write_bytes(b"")
+    (he_dir / "not_an_image.png").write_text("hello")
+    good = (he_dir / "he_000.png").read_bytes()
+    (he_dir / "truncated.png").write_bytes(good[: len(good) // 2])  # header fine, data cut
+    he = _index(he_dir)
+    assert set(map(lambda p: p.split("/")[-1], he.skipped)) == {"zero_bytes.png", "not_an_image.png"}
+    failures = DecodeFailures()
+    dataset = make_train_dataset(he, _index(ki67_dir, "ki67"), batch_size=2, crop_size=CROP, seed=0,
+                                 failures=failures)
+    batches = list(dataset.take(6))
+    assert len(batches) == 6
+    assert failures.count >= 1 and list(failures.failures) == [str(he_dir / "truncated.png")]
+
+
+def test_grayscale_rgba_and_16_bit_tiles_are_accepted(tmp_path):
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    tile = sample_tiles("he", 1, TILE, 0)[0]
+    cv2.imwrite(str(folder / "gray.png"), cv2.cvtColor(tile, cv2.COLOR_RGB2GRAY))
+    cv2.imwrite(str(folder / "rgba.png"), cv2.cvtColor(tile, cv2.COLOR_RGB2BGRA))
+    cv2.imwrite(str(folder / "deep.png"), cv2.cvtColor(tile, cv2.COLOR_RGB2BGR).astype(np.uint16) * 257)
+    index = _index(folder)
+    assert len(index) == 3 and not index.skipped
+    failures = DecodeFailures()
+    he_tiles, _ = load_validation_tiles(index, index, CROP, max_tiles=3, failures=failures)
+    assert he_tiles.shape == (3, CROP, CROP, 3) and failures.count == 0
+
+
+def test_large_images_are_tiled_on_the_fly_keeping_tissue_only(tmp_path):
+    image = np.full((120, 200, 3), 255, np.uint8)
+    image[:, :100] = (200, 120, 180)  # eosin-pink tissue on the left, glass on the right
+    write_image_rgb(tmp_path / "large" / "slide.png", image)
+    index = _index(tmp_path / "large")
+    assert all(source.size == TILE for source in index.sources)
+    # 40-pixel tiles every 20 pixels; x = 80 is half tissue (kept at min_tissue 0.5), x = 100 is glass
+    assert {s.x for s in index.sources} == {0, 20, 40, 60, 80}
+    assert {s.y for s in index.sources} == {0, 20, 40, 60, 80}
+
+
+def test_stream_is_reproducible_and_resumes_at_any_element(tmp_path):
+    _write_tiles(tmp_path / "he", "he", 5)
+    _write_tiles(tmp_path / "ki67", "ki67", 3)
+    he, ki67 = _index(tmp_path / "he"), _index(tmp_path / "ki67", "ki67")
+    full = [b for b in make_train_dataset(he, ki67, 2, CROP, seed=7).take(4)]
+    again = [b for b in make_train_dataset(he, ki67, 2, CROP, seed=7).take(4)]
+    resumed = [b for b in make_train_dataset(he, ki67, 2, CROP, seed=7, start_element=4).take(2)]
+    for a, b in zip(full, again):
+        np.testing.assert_array_equal(a[0].numpy(), b[0].numpy())
+    for a, b in zip(full[2:], resumed):
+        np.testing.assert_array_equal(a[0].numpy(), b[0].numpy())
+        np.testing.assert_array_equal(a[1].numpy(), b[1].numpy())
+    other_seed = next(iter(make_train_dataset(he, ki67, 2, CROP, seed=8)))
+    assert not np.array_equal(other_seed[0].numpy(), full[0][0].numpy())
+
+
+def test_each_pass_is_a_permutation_and_domains_are_shuffled_independently():
+    size = 7
+    first = [int(_epoch_position(tf.constant(k, tf.int64), size, 0, 1)) for k in range(size)]
+    second = [int(_epoch_position(tf.constant(k, tf.int64), size, 0, 1)) for k in range(size, 2 * size)]
+    other_domain = [int(_epoch_position(tf.constant(k, tf.int64), size, 0, 2)) for k in range(size)]
+    assert sorted(first) == sorted(second) == list(range(size))
+    assert first != second and first != other_domain
+
+
+def test_augment_gives_crops_in_unit_range():
+    tile = tf.constant(sample_tiles("ki67", 1, TILE, 0)[0])
+    out = augment(tile, tf.constant([1, 2], tf.int64), CROP, random=True)
+    assert out.shape == (CROP, CROP, 3) and out.dtype == tf.float32
+    assert -1.0 <= float(tf.reduce_min(out)) and float(tf.reduce_max(out)) <= 1.0
+    centre = augment(tile, None, CROP, random=False).numpy()
+    np.testing.assert_allclose(centre, tile.numpy()[4:36, 4:36] / 127.5 - 1.0, atol=1e-6)
+
+
+def test_validation_split_is_by_file(tmp_path):
+    _write_tiles(tmp_path / "he", "he", 10)
+    train, val = split_validation(_index(tmp_path / "he"), 0.2, seed=0)
+    assert len(val) == 2 and len(train) == 8
+    assert not {s.path for s in train.sources} & {s.path for s in val.sources}
