@@ -1,0 +1,60 @@
+"""The paper's perceptual hash (P-hash) between a virtual and a reference Ki-67 image.
+
+Definition (the authors' Table 1): pass both images through ResNet-18 and take
+the spatial mean of every channel of the ``layer2`` output (128 numbers per
+image). A hash bit is set for a channel when the absolute difference of the two
+means exceeds a threshold (0.01 for ``layer2``); the score is the fraction of
+channels whose difference stays at or under the threshold, so 1.0 means
+identical features and 0.0 means every channel differs. Scores are reported as
+mean +- standard deviation over tile pairs.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+from virtual_ihc.evaluation.resnet18 import build_resnet18
+
+PHASH_LAYER = "layer2"
+PHASH_THRESHOLD = 0.01
+
+
+def channel_means(extractor: keras.Model, images: np.ndarray) -> np.ndarray:
+    """Spatial means of every feature channel: ``uint8 (N, H, W, 3)`` -> float64 ``(N, C)``."""
+    features = extractor(np.asarray(images, np.float32), training=False)
+    return np.asarray(keras.ops.mean(features, axis=(1, 2)), np.float64)
+
+
+def phash_bits(virtual_means: np.ndarray, reference_means: np.ndarray,
+               threshold: float = PHASH_THRESHOLD) -> np.ndarray:
+    """The hash: bool ``(N, C)``, True where ``|virtual - reference| > threshold``."""
+    return np.abs(np.asarray(virtual_means) - np.asarray(reference_means)) > threshold
+
+
+def phash_scores(virtual_means: np.ndarray, reference_means: np.ndarray,
+                 threshold: float = PHASH_THRESHOLD) -> np.ndarray:
+    """P-hash score per pair: fraction of channels under the threshold, float64 ``(N,)`` in [0, 1]."""
+    return 1.0 - phash_bits(virtual_means, reference_means, threshold).mean(axis=-1)
+
+
+class PerceptualHash:
+    """P-hash of image pairs with a ResNet-18 truncated at ``layer``.
+
+    Args:
+        weights: resolved weights (:func:`virtual_ihc.weights.resolve_weights`).
+        layer: ResNet-18 stage whose channel means are hashed (``"layer1"`` .. ``"layer4"``).
+        threshold: absolute channel-mean difference above which a bit is set.
+    """
+
+    def __init__(self, weights: str | None, layer: str = PHASH_LAYER, threshold: float = PHASH_THRESHOLD):
+        self.extractor = build_resnet18(layer, weights)
+        self.layer, self.threshold = layer, threshold
+
+    def means(self, images: np.ndarray) -> np.ndarray:
+        """Channel means of ``uint8 (N, H, W, 3)`` images, ``(N, C)``."""
+        return channel_means(self.extractor, images)
+
+    def __call__(self, virtual: np.ndarray, reference: np.ndarray) -> np.ndarray:
+        """Scores of ``virtual[i]`` against ``reference[i]``, float64 ``(N,)``."""
+        return phash_scores(self.means(virtual), self.means(reference), self.threshold)

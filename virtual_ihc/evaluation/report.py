@@ -1,0 +1,134 @@
+"""Written results: ``metrics.csv``, ``per_tile.csv`` and ``summary.md`` (a Table-1-style table)."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import math
+from pathlib import Path
+
+from virtual_ihc.evaluation.evaluator import MetricRow, ModelResult, TileValue
+from virtual_ihc.evaluation.figures import plot_comparison, plot_metrics_vs_epoch, plot_residuals
+
+#: summary columns: (header, metric, tile sets to look in (first found wins), number format)
+SUMMARY_COLUMNS = (
+    ("P-hash", "phash", ("pairs", "he"), ".4f"),
+    ("SSIM H&E cycle", "cycle_ssim", ("he", "pairs"), ".4f"),
+    ("MS-SSIM H&E cycle", "cycle_ms_ssim", ("he", "pairs"), ".4f"),
+    ("PSNR H&E cycle (dB)", "cycle_psnr", ("he", "pairs"), ".2f"),
+    ("MAE H&E cycle", "cycle_mae", ("he", "pairs"), ".4f"),
+    ("SSIM Ki-67 cycle", "cycle_ssim", ("ki67",), ".4f"),
+    ("paired SSIM", "paired_ssim", ("pairs", "he"), ".4f"),
+    ("FID", "fid", ("he", "pairs"), ".4g"),
+    ("KID", "kid", ("he", "pairs"), ".3g"),
+    ("Ki-67 index", "ki67_index", ("he", "pairs", "ki67"), ".3f"),
+    ("index abs. error", "ki67_index_abs_error", ("pairs", "he"), ".3f"),
+    ("index r", "ki67_index_pearson_r", ("pairs", "he"), ".3f"),
+)
+
+
+def _write_csv(path: Path, rows: list, row_type) -> Path:
+    fields = [field.name for field in dataclasses.fields(row_type)]
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow(dataclasses.asdict(row))
+    return path
+
+
+def write_metrics_csv(path: str | Path, rows: list[MetricRow]) -> Path:
+    """One row per model x epoch x tile set x metric: mean, std, n, note."""
+    return _write_csv(Path(path), rows, MetricRow)
+
+
+def write_per_tile_csv(path: str | Path, values: list[TileValue]) -> Path:
+    """One row per model x epoch x tile set x tile x metric."""
+    return _write_csv(Path(path), values, TileValue)
+
+
+def read_metrics_csv(path: str | Path) -> list[MetricRow]:
+    """Rows written by :func:`write_metrics_csv`, typed back."""
+    with open(path, newline="") as handle:
+        return [MetricRow(model=row["model"], variant=row["variant"],
+                          epoch=int(row["epoch"]) if row["epoch"] else None, tile_set=row["tile_set"],
+                          metric=row["metric"], mean=float(row["mean"]), std=float(row["std"]), n=int(row["n"]),
+                          note=row["note"]) for row in csv.DictReader(handle)]
+
+
+def final_rows(rows: list[MetricRow]) -> list[MetricRow]:
+    """The rows of each model's last evaluated epoch (models without epochs keep all rows)."""
+    last: dict[str, int] = {}
+    for row in rows:
+        if row.epoch is not None:
+            last[row.model] = max(last.get(row.model, row.epoch), row.epoch)
+    return [row for row in rows if row.epoch is None or row.epoch == last[row.model]]
+
+
+def _format(row: MetricRow | None, spec: str) -> str:
+    if row is None or math.isnan(row.mean):
+        return "–"
+    if row.metric == "fid" or row.metric.endswith("_pearson_r"):
+        return format(row.mean, spec)
+    return f"{format(row.mean, spec)} ± {format(row.std, spec)}"
+
+
+def summary_table(rows: list[MetricRow]) -> str:
+    """Markdown table: one line per model (its last epoch), mean ± std per metric; empty columns dropped."""
+    rows = final_rows(rows)
+    models: dict[str, str] = {}
+    for row in rows:
+        models.setdefault(row.model, row.variant)
+    lookup = {(row.model, row.tile_set, row.metric): row for row in rows}
+
+    def cell(model: str, metric: str, tile_sets: tuple[str, ...]) -> MetricRow | None:
+        return next((lookup[(model, s, metric)] for s in tile_sets if (model, s, metric) in lookup), None)
+
+    columns = [column for column in SUMMARY_COLUMNS
+               if any(cell(model, column[1], column[2]) for model in models)]
+    lines = ["| model | variant | " + " | ".join(header for header, *_ in columns) + " |",
+             "|---|---|" + "---|" * len(columns)]
+    for model, variant in models.items():
+        cells = [_format(cell(model, metric, sets), spec) for _, metric, sets, spec in columns]
+        lines.append(f"| {model} | {variant} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_summary(path: str | Path, rows: list[MetricRow], notes: list[str], figures: list[Path]) -> Path:
+    """``summary.md``: the table, the sample counts and the notes (weights, warnings), and the figures."""
+    path = Path(path)
+    counts = sorted({(row.tile_set, row.n) for row in final_rows(rows) if row.metric in ("cycle_ssim", "ki67_index")})
+    text = ["# Evaluation summary", "",
+            "Mean ± std over tiles (FID: one value per set; KID: mean ± std over subsets; r: Pearson "
+            "correlation over tiles). Last evaluated epoch of each run; every epoch is in metrics.csv.", "",
+            summary_table(rows), "",
+            "Tiles per set: " + ", ".join(f"{tile_set}: {n}" for tile_set, n in counts), ""]
+    text += ["## Notes", ""] + [f"- {note}" for note in notes] + [""]
+    if figures:
+        text += ["## Figures", ""] + [f"![{figure.stem}]({figure.name})" for figure in figures] + [""]
+    path.write_text("\n".join(text))
+    return path
+
+
+def all_rows(results: list[ModelResult], real_rows: list[MetricRow]) -> list[MetricRow]:
+    """Every aggregated row, models in order then the real-stain rows."""
+    return [row for result in results for row in result.rows] + real_rows
+
+
+def write_evaluation(results: list[ModelResult], real_rows: list[MetricRow], notes: list[str],
+                     out_dir: str | Path) -> dict[str, Path]:
+    """Write the CSVs, the three figures and ``summary.md`` under ``out_dir``; returns them by name."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = all_rows(results, real_rows)
+    curve_set = next((s for s in ("he", "pairs") if any(row.tile_set == s for row in rows)), "he")
+    outputs = {
+        "metrics": write_metrics_csv(out_dir / "metrics.csv", rows),
+        "per_tile": write_per_tile_csv(out_dir / "per_tile.csv", [v for r in results for v in r.tiles]),
+        "metrics_vs_epoch": plot_metrics_vs_epoch(rows, out_dir / "fig_metrics_vs_epoch.png", curve_set),
+        "residuals": plot_residuals(results, out_dir / "fig_residuals.png"),
+        "comparison": plot_comparison(results, out_dir / "fig_comparison.png"),
+    }
+    figures = [outputs[name] for name in ("metrics_vs_epoch", "residuals", "comparison")]
+    outputs["summary"] = write_summary(out_dir / "summary.md", rows, notes, figures)
+    return outputs
