@@ -113,6 +113,7 @@ class TrainConfig:
     seed: int = _field(0, "random seed (weights, data order, augmentation, image pool)")
     keep_checkpoints: int = _field(0, "checkpoints to keep (0 = every epoch, for metric-vs-epoch curves)")
     sample_images: int = _field(2, "examples per direction in samples/epoch_NNN.png")
+    export: bool = _field(True, "export SavedModels and .keras generators at the end of training")
     verbose: str = _field("auto", "Keras progress display", ("auto", "0", "1", "2"))
 
 

@@ -1,0 +1,123 @@
+"""End-to-end training run: every output file, export, reload and exact resume (tiny models)."""
+
+import csv
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+
+from virtual_ihc.config import ConfigError
+from virtual_ihc.training.checkpoints import list_checkpoints
+from virtual_ihc.training.trainer import load_generators, run_training
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """Two epochs in one go; also the reference for the resume test."""
+    from tests_support import tiny_config_for
+
+    config = tiny_config_for(tmp_path_factory.mktemp("run") / "continuous")
+    return config, run_training(config)
+
+
+def test_run_directory_holds_every_output(trained_run):
+    config, result = trained_run
+    run_dir = result.run_dir
+    assert (run_dir / "config.json").is_file()
+    assert [epoch for epoch, _ in list_checkpoints(run_dir / "checkpoints")] == [1, 2]
+    assert list((run_dir / "logs" / "train").glob("events.out.tfevents.*"))
+    assert list((run_dir / "logs" / "images").glob("events.out.tfevents.*"))
+    assert sorted(p.name for p in (run_dir / "samples").iterdir()) == ["epoch_001.png", "epoch_002.png"]
+    with open(run_dir / "history.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 2
+    for key in ("generator_loss", "cycle_l1_loss", "cycle_ssim_loss", "discriminator_ki67_loss",
+                "val_he_cycle_ssim", "val_he_cycle_psnr", "val_he_cycle_mae", "learning_rate"):
+        assert np.isfinite(float(rows[-1][key])), key
+    for direction in ("he_to_ki67", "ki67_to_he"):
+        assert (run_dir / "export" / direction / "saved_model.pb").is_file()
+        assert (run_dir / "export" / f"generator_{direction}.keras").is_file()
+    assert not [p for p in run_dir.rglob(".*tmp*")]
+
+
+def test_saved_model_serves_uint8_without_importing_the_package(trained_run, tmp_path):
+    _, result = trained_run
+    script = textwrap.dedent(f"""
+        import sys
+        import numpy as np
+        import tensorflow as tf
+        model = tf.saved_model.load({str(result.run_dir / 'export' / 'he_to_ki67')!r})
+        serve = model.signatures["serving_default"]
+        for shape in [(2, 32, 48, 3), (1, 37, 45, 3)]:
+            images = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+            out = serve(images=tf.constant(images))["images"].numpy()
+            assert out.dtype == np.uint8 and out.shape == shape, (out.dtype, out.shape)
+        assert "virtual_ihc" not in sys.modules
+        print("OK")
+    """)
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    completed = subprocess.run([sys.executable, "-I", "-c", script], cwd=tmp_path, env=env,
+                               capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert completed.stdout.strip().endswith("OK")
+
+
+def test_keras_files_reload_to_the_same_generator(trained_run):
+    _, result = trained_run
+    reloaded = keras.saving.load_model(result.run_dir / "export" / "generator_he_to_ki67.keras")
+    from_checkpoint = load_generators(result.run_dir)["he_to_ki67"]
+    images = np.random.default_rng(1).uniform(-1, 1, (1, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(np.asarray(reloaded(images)), np.asarray(from_checkpoint(images)), atol=1e-5)
+
+
+def test_resume_continues_exactly_where_the_checkpoint_stopped(trained_run, tmp_path):
+    from tests_support import tiny_config_for
+
+    config, continuous = trained_run
+    first = tiny_config_for(tmp_path / "resumed", train={"epochs": 1, "export": False})
+    run_training(first)
+    # a crash while writing a later checkpoint leaves only a temporary folder, which resume ignores
+    (tmp_path / "resumed" / "checkpoints" / ".tmp_epoch_002").mkdir()
+    second = tiny_config_for(tmp_path / "resumed", train={"epochs": 2, "export": False})
+    resumed = run_training(second, resume=True)
+
+    assert resumed.history["learning_rate"] == pytest.approx(continuous.history["learning_rate"][1:])
+    with open(tmp_path / "resumed" / "history.csv") as handle:
+        assert [row["epoch"] for row in csv.DictReader(handle)] == ["0", "1"]
+    from virtual_ihc.training.trainer import build_cycle_gan, compile_cycle_gan
+    from virtual_ihc.training.checkpoints import CheckpointManager
+
+    states = []
+    for run_dir in (continuous.run_dir, tmp_path / "resumed"):
+        model = build_cycle_gan(config)
+        compile_cycle_gan(model, config, continuous.steps_per_epoch)
+        manager = CheckpointManager(run_dir / "checkpoints", model)
+        assert manager.restore() == 2
+        states.append(model)
+    a, b = states
+    assert int(a.generator_optimizer.iterations) == int(b.generator_optimizer.iterations) == 6
+    assert int(a.pool_he.count.numpy()) == int(b.pool_he.count.numpy())
+    for wa, wb in zip(a.generator_he_to_ki67.weights + a.discriminator_ki67.weights,
+                      b.generator_he_to_ki67.weights + b.discriminator_ki67.weights):
+        np.testing.assert_allclose(np.asarray(wa), np.asarray(wb), rtol=1e-3, atol=1e-4, err_msg=wa.path)
+    for va, vb in zip(a.generator_optimizer.variables, b.generator_optimizer.variables):
+        np.testing.assert_allclose(np.asarray(va), np.asarray(vb), rtol=1e-3, atol=1e-5)
+
+
+def test_an_existing_run_is_never_overwritten_silently(trained_run):
+    config, _ = trained_run
+    with pytest.raises(ConfigError, match="--resume"):
+        run_training(config)
+
+
+def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
+    from tests_support import tiny_config_for
+
+    with pytest.raises(FileNotFoundError, match="--resume: no checkpoint"):
+        run_training(tiny_config_for(tmp_path / "empty"), resume=True)
