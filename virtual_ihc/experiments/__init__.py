@@ -1,0 +1,1 @@
+"""Experiments built on training and evaluation: the paper's ablation."""
