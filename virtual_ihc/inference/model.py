@@ -63,5 +63,5 @@ class StainModel:
         return self.metadata.get("mpp")
 
     def __call__(self, tiles: np.ndarray) -> np.ndarray:
-        """``uint8 (N, H, W, 3)`` -> ``uint8 (N, H, W, 3)``; H, W >= 8 (any, not only multiples of 8)."""
+        """``uint8 (N, H, W, 3)`` -> ``uint8 (N, H, W, 3)``; H, W >= 16, any (not only multiples of 8)."""
         return self._serve(images=self._tf.constant(tiles))["images"].numpy()

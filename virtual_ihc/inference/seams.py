@@ -2,28 +2,74 @@
 
 For every line between two adjacent pixel rows (or columns) the *jump* is the
 mean absolute difference between the two rows, over columns and RGB channels
-(grey levels). The seam score of an image for a set of *seam lines* is
+(grey levels). Along each axis of a tile grid:
 
-    mean jump over seam lines / mean jump over all other lines
+- *seam lines* are where a tile-by-tile output can jump: every tile edge, and
+  the centre of every overlap (where blending changes fastest);
+- *blended lines* are the lines strictly inside an overlap;
+- *reference lines* are the lines 8, 16 and 24 pixels from a seam line that
+  are neither seam nor blended lines: nearby tissue of the same kind, untouched
+  by tile borders or blending, at the same phase of the generator's 8-pixel
+  upsampling pattern.
 
-pooled over both axes. Seam lines are where tiles meet: every line inside an
-overlap band of the tile grid (where outputs of two tiles are blended) and the
-tile edges themselves; for non-overlapping tiling, just the edges. An image with
-no seams scores about 1 (seam lines look like any other line); visible seams
-score above 1. Compare a stitched output with a ``--whole`` output of the same
-image scored on the same lines.
+The seam score is the mean jump over the seam lines of both axes divided by the
+mean jump over their reference lines. Comparing each seam with its own
+neighbourhood cancels the variation of texture across the image: an output
+without seams (e.g. ``--whole``, scored on the same lines) scores about 1,
+a visible seam scores well above 1.
 """
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
+
+#: reference lines lie this many pixels from a seam line: whole multiples of the generator's
+#: upsampling period (8 px for 3 stride-2 layers), whose faint periodic pattern they then share
+REFERENCE_DISTANCES = (8, 16, 24)
+
+
+@dataclasses.dataclass(frozen=True)
+class SeamLines:
+    """Lines of one axis; line ``k`` lies between pixels ``k - 1`` and ``k`` (0 < k < length).
+
+    Attributes:
+        length: pixels along the axis.
+        seams: tile edges and overlap centres.
+        blended: lines strictly inside an overlap.
+    """
+
+    length: int
+    seams: tuple[int, ...]
+    blended: tuple[int, ...]
+
+    def references(self) -> list[int]:
+        """Lines :data:`REFERENCE_DISTANCES` pixels from a seam that are neither seams nor blended."""
+        excluded = set(self.seams) | set(self.blended)
+        candidates = {seam + sign * distance for seam in self.seams
+                      for distance in REFERENCE_DISTANCES for sign in (-1, 1)}
+        return sorted(line for line in candidates - excluded if 0 < line < self.length)
+
+
+def seam_lines(starts: list[int], tile: int, length: int) -> SeamLines:
+    """The :class:`SeamLines` of tiles of ``tile`` pixels at ``starts`` along an axis of ``length``."""
+    seams, blended = set(), set()
+    for start in starts:
+        seams.update((start, start + tile))
+    for previous, start in zip(starts, starts[1:]):
+        end = previous + tile
+        if end > start:
+            seams.add((start + end) // 2)
+            blended.update(range(start + 1, end))
+    inside = lambda lines: tuple(sorted(line for line in lines if 0 < line < length))  # noqa: E731
+    return SeamLines(length, inside(seams), inside(blended - seams))
 
 
 def line_jumps(image: np.ndarray, axis: int) -> np.ndarray:
     """float64 ``(n - 1,)``: mean |difference| across each line between rows (axis 0) or columns (axis 1).
 
-    Entry ``k - 1`` is the jump between line ``k - 1`` and line ``k``, i.e. across the
-    line in front of pixel ``k``.
+    Entry ``k - 1`` is the jump across line ``k`` (between pixels ``k - 1`` and ``k``).
     """
     values = np.asarray(image, np.float64)
     differences = np.abs(np.diff(values, axis=axis))
@@ -31,34 +77,17 @@ def line_jumps(image: np.ndarray, axis: int) -> np.ndarray:
     return differences.mean(axis=other_axes)
 
 
-def seam_lines(starts: list[int], tile: int, length: int) -> list[int]:
-    """Positions ``k`` (0 < k < length) of lines where tiles meet, for one axis.
-
-    A line ``k`` lies between pixels ``k - 1`` and ``k``; every tile start and end
-    inside the image and every line inside an overlap between consecutive tiles.
-    """
-    lines = set()
-    for previous, start in zip(starts, starts[1:]):
-        lines.update(range(start, min(previous + tile, length) + 1))
-    for start in starts:
-        lines.update((start, start + tile))
-    return sorted(line for line in lines if 0 < line < length)
-
-
-def seam_score(image: np.ndarray, row_lines: list[int], col_lines: list[int]) -> float:
-    """Mean jump across seam lines divided by the mean jump across the other lines.
+def seam_score(image: np.ndarray, rows: SeamLines, cols: SeamLines) -> float:
+    """Mean jump across seam lines / mean jump across their reference lines (both axes pooled).
 
     Args:
         image: ``uint8`` RGB ``(H, W, 3)`` (or any ``(H, W, ...)`` array).
-        row_lines: seam lines between rows (from :func:`seam_lines` over heights).
-        col_lines: seam lines between columns.
+        rows: lines between rows (``seam_lines`` of the tile rows' starts and height).
+        cols: lines between columns.
     """
-    seams, others = [], []
-    for axis, lines in ((0, row_lines), (1, col_lines)):
+    seams, references = [], []
+    for axis, lines in ((0, rows), (1, cols)):
         jumps = line_jumps(image, axis)
-        is_seam = np.zeros(len(jumps), bool)
-        is_seam[np.asarray(lines, int) - 1] = True
-        seams.append(jumps[is_seam])
-        others.append(jumps[~is_seam])
-    seam_mean, other_mean = np.concatenate(seams).mean(), np.concatenate(others).mean()
-    return float(seam_mean / other_mean)
+        seams.append(jumps[np.asarray(lines.seams, int) - 1])
+        references.append(jumps[np.asarray(lines.references(), int) - 1])
+    return float(np.concatenate(seams).mean() / np.concatenate(references).mean())

@@ -23,6 +23,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from virtual_ihc.data.tiling import tile_starts
+from virtual_ihc.export import SIZE_MULTIPLE
 from virtual_ihc.inference.blending import axis_weights
 
 #: read_tile(y, x, height, width) -> uint8 RGB (height, width, 3), processing-resolution pixels
@@ -30,6 +31,8 @@ TileReader = Callable[[int, int, int, int], np.ndarray]
 #: model(tiles uint8 (N, h, w, 3)) -> uint8 (N, h, w, 3)
 TileModel = Callable[[np.ndarray], np.ndarray]
 WHITE = 255.0
+#: smallest tile side the serving signature accepts (a bottleneck of at least 2 pixels)
+MIN_SIDE = 2 * SIZE_MULTIPLE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,7 +40,7 @@ class StitchOptions:
     """How an image is cut into tiles and put back together.
 
     Attributes:
-        tile_size: tile side in processing-resolution pixels (>= 8).
+        tile_size: tile side in processing-resolution pixels (>= ``MIN_SIDE``).
         overlap: pixels shared by neighbouring tiles (``0 <= overlap < tile_size``).
         margin: context margin: pixels next to an overlapping tile side that get
             zero weight (at most ``overlap // 2``).
@@ -54,8 +57,8 @@ class StitchOptions:
     keep_background: bool = False
 
     def __post_init__(self):
-        if self.tile_size < 8:
-            raise ValueError(f"tile size must be at least 8 pixels, got {self.tile_size}")
+        if self.tile_size < MIN_SIDE:
+            raise ValueError(f"tile size must be at least {MIN_SIDE} pixels, got {self.tile_size}")
         if not 0 <= self.overlap < self.tile_size:
             raise ValueError(f"overlap must be in [0, tile size {self.tile_size}), got {self.overlap}")
         if not 0 <= 2 * self.margin <= self.overlap:
@@ -86,8 +89,8 @@ class TileLayout:
     @classmethod
     def plan(cls, height: int, width: int, options: StitchOptions) -> "TileLayout":
         """Tiles for an image of ``height x width``; sides shorter than a tile get one tile of their length."""
-        if min(height, width) < 8:
-            raise ValueError(f"image must be at least 8 pixels high and wide, got {width}x{height}")
+        if min(height, width) < MIN_SIDE:
+            raise ValueError(f"image must be at least {MIN_SIDE} pixels high and wide, got {width}x{height}")
         stride = options.tile_size - options.overlap
         tile_height, tile_width = min(options.tile_size, height), min(options.tile_size, width)
         return cls(height, width, tile_height, tile_width,
