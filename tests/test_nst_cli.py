@@ -53,6 +53,14 @@ def test_single_image_goes_to_the_out_file(tiles, tmp_path):
     assert json.loads(out.with_suffix(".nst_config.json").read_text())["config"]["optimizer"] == "lbfgs"
 
 
+def test_single_image_into_a_new_folder_keeps_its_name(tiles, tmp_path):
+    status = cli.main(["nst", "--content", str(tiles["he_dir"] / "a.png"), "--style", str(tiles["style"]),
+                       "--out", str(tmp_path / "results"), *FAST])
+    assert status == 0
+    assert read_image_rgb(tmp_path / "results" / "a.png").shape == (48, 48, 3)
+    assert (tmp_path / "results" / "a.nst_config.json").is_file()
+
+
 @pytest.mark.parametrize("broken", ["content", "style"])
 def test_missing_input_file_fails_with_its_name(tiles, tmp_path, capsys, broken):
     inputs = {"content": tiles["he_dir"] / "a.png", "style": tiles["style"], broken: tmp_path / "missing.png"}

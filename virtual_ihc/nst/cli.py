@@ -148,26 +148,28 @@ def run(args: argparse.Namespace) -> int:
 def output_path(content_root: Path, content_path: Path, out: Path) -> Path:
     """Where the stylised ``content_path`` goes: the same relative name under a folder ``out``.
 
-    A single content file goes to ``out`` itself unless ``out`` is an existing folder.
+    A single content file goes to ``out`` itself, unless ``out`` is an existing
+    folder or has no file extension (then it is a folder).
     """
     if content_root.is_dir():
         return out / content_path.relative_to(content_root)
-    return out / content_path.name if out.is_dir() else out
+    return out / content_path.name if out.is_dir() or not out.suffix else out
 
 
 def stylise_all(transfer: StyleTransfer, style_targets: dict, content_root: Path, content_paths: list[Path], out: Path,
                 record: dict) -> list[Path]:
     """Stylise every content image, write the outputs and the JSON record; returns the output paths."""
+    record = record | {"content": str(content_root), "tiles": len(content_paths)}
+    record_path = (out / RECORD_NAME if content_root.is_dir()
+                   else output_path(content_root, content_paths[0], out).with_suffix(".nst_config.json"))
+    write_record(record_path, record)  # before the (long) run, so interrupted outputs are documented
     outputs, seconds = [], []
     for index, path in enumerate(content_paths):
         logger.info("NST %d/%d: %s", index + 1, len(content_paths), path)
         result = transfer.run(read_image_rgb(path), style_targets)
         outputs.append(write_image_rgb(output_path(content_root, path, out), result.image))
         seconds.append(result.seconds)
-    record = record | {"content": str(content_root), "tiles": len(outputs),
-                       "mean_seconds_per_tile": float(np.mean(seconds))}
-    record_path = out / RECORD_NAME if content_root.is_dir() else outputs[0].with_suffix(".nst_config.json")
-    write_record(record_path, record)
+    write_record(record_path, record | {"mean_seconds_per_tile": float(np.mean(seconds))})
     return outputs
 
 

@@ -192,8 +192,9 @@ class StyleTransfer:
         if shape not in self._adam_states:
             image = tf.Variable(tf.zeros((1,) + shape))
             optimizer = keras.optimizers.Adam(learning_rate=self.config.learning_rate)
+            optimizer.build([image])  # moments created eagerly, so the step is traced once
 
-            @tf.function
+            @tf.function(autograph=False)  # see _value_and_gradient
             def step(content_targets: dict, style_targets: dict) -> tf.Tensor:
                 with tf.GradientTape() as tape:
                     total = self.loss_terms(image, content_targets, style_targets)["total_loss"]
@@ -204,7 +205,9 @@ class StyleTransfer:
             self._adam_states[shape] = (image, optimizer, step)
         return self._adam_states[shape]
 
-    @tf.function
+    # No tensor-dependent Python control flow here, and AutoGraph-converting the
+    # whole VGG19 call would cost seconds per trace.
+    @tf.function(autograph=False)
     def _value_and_gradient(self, image: tf.Tensor, content_targets: dict,
                             style_targets: dict) -> tuple[tf.Tensor, tf.Tensor]:
         with tf.GradientTape() as tape:
