@@ -68,11 +68,16 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                              "(default: %(default)s)")
     parser.add_argument("--keep-background", action="store_true",
                         help="run background tiles through the generator too")
-    parser.add_argument("--target-mpp", type=float, default=stain.target_mpp,
-                        help="µm/px to process at (default: the model's, from its export metadata; "
-                             "level 0 if unknown)")
-    parser.add_argument("--slide-mpp", type=float, default=stain.slide_mpp,
-                        help="µm/px of the input's level 0 when the file does not say")
+    target = parser.add_mutually_exclusive_group()
+    target.add_argument("--target-mpp", type=float, default=stain.target_mpp,
+                        help="microns per pixel to stain at (default: the model's, from its export "
+                             "metadata; level 0 if unknown)")
+    target.add_argument("--target-mag", type=float, default=stain.target_mag,
+                        help="magnification to stain at, e.g. 20 (instead of --target-mpp)")
+    parser.add_argument("--mpp", type=float, default=stain.mpp,
+                        help="microns per level-0 pixel of the input, overrides (or replaces missing) metadata")
+    parser.add_argument("--objective-power", type=float, default=stain.objective_power,
+                        help="scan magnification of the input, overrides (or replaces missing) metadata")
     parser.add_argument("--compression", choices=sorted(COMPRESSIONS), default=stain.compression,
                         help="TIFF output compression (default: %(default)s)")
     parser.add_argument("--resume", action="store_true",
@@ -89,8 +94,9 @@ def options_from_args(args: argparse.Namespace) -> StainOptions:
     stitch = StitchOptions(tile_size=args.tile_size, overlap=args.overlap, margin=args.margin,
                            batch_size=args.batch_size, min_tissue=args.min_tissue,
                            keep_background=args.keep_background)
-    return StainOptions(stitch=stitch, whole=args.whole, target_mpp=args.target_mpp, slide_mpp=args.slide_mpp,
-                        compression=args.compression, resume=args.resume)
+    return StainOptions(stitch=stitch, whole=args.whole, target_mpp=args.target_mpp, target_mag=args.target_mag,
+                        mpp=args.mpp, objective_power=args.objective_power, compression=args.compression,
+                        resume=args.resume)
 
 
 def normalizer_from_args(args: argparse.Namespace) -> StainNormalizer | None:

@@ -32,8 +32,8 @@ import cv2
 import numpy as np
 
 from virtual_ihc.data.io import TIFF_EXTENSIONS, write_image_rgb
-from virtual_ihc.data.slides import (Slide, choose_level, open_slide, output_size, read_downsampled,
-                                     read_scaled_region)
+from virtual_ihc.data.slides import (LevelChoice, Slide, SlideMetadataError, choose_level, open_slide,
+                                     output_size, read_downsampled, read_scaled_region)
 from virtual_ihc.data.stain_normalization import StainNormalizer, fit_stain_stats
 from virtual_ihc.data.tissue import tissue_mask
 from virtual_ihc.data.wsi_tiling import grid_tissue_fractions
@@ -57,8 +57,10 @@ class StainOptions:
     Attributes:
         stitch: tiling and blending.
         whole: run the whole image through the model in one pass (small images only).
-        target_mpp: µm/px to process at (``None``: the model's metadata, else level 0).
-        slide_mpp: µm/px of the input's level 0 when its metadata lacks it.
+        target_mpp, target_mag: µm/px or magnification to process at (at most one;
+            neither: the model's µm/px from its export metadata, else level 0).
+        mpp, objective_power: the input's level-0 µm/px or scan magnification,
+            overriding (or replacing missing) metadata.
         compression: TIFF output compression, ``"jpeg"`` or ``"deflate"``.
         resume: continue an interrupted slide run; skip inputs whose output exists.
     """
@@ -66,7 +68,9 @@ class StainOptions:
     stitch: StitchOptions = StitchOptions()
     whole: bool = False
     target_mpp: float | None = None
-    slide_mpp: float | None = None
+    target_mag: float | None = None
+    mpp: float | None = None
+    objective_power: float | None = None
     compression: str = "jpeg"
     resume: bool = False
 
@@ -119,6 +123,24 @@ def tissue_tiles(overview: np.ndarray, layout: TileLayout, overview_downsample: 
     fractions = grid_tissue_fractions(mask, layout.origins(), max(layout.tile_height, layout.tile_width),
                                       overview_downsample)
     return (fractions > min_tissue).reshape(layout.num_rows, len(layout.col_starts))
+
+
+def processing_level(slide: Slide, options: StainOptions, model_mpp: float | None) -> LevelChoice:
+    """Where to read ``slide``: the asked resolution, else the model's, else level 0.
+
+    Raises:
+        SlideMetadataError: a target was asked for and the slide has no resolution metadata.
+    """
+    if options.target_mpp is not None or options.target_mag is not None:
+        return choose_level(slide, options.target_mpp, options.target_mag)
+    if model_mpp is None:
+        return choose_level(slide)
+    try:
+        return choose_level(slide, target_mpp=model_mpp)
+    except SlideMetadataError:
+        logger.warning("%s has no resolution metadata: stained at its own resolution, not at the model's "
+                       "%.3g µm/px (set --mpp to rescale)", slide.path.name, model_mpp)
+        return choose_level(slide)
 
 
 def _tile_reader(slide: Slide, choice, normalizer: StainNormalizer | None, overview: np.ndarray) -> TileReader:
@@ -193,9 +215,8 @@ def stain_file(input_path: str | os.PathLike, output_path: str | os.PathLike, mo
         logger.info("%s exists: skipped (resume)", output_path)
         result.skipped = True
         return result
-    target_mpp = options.target_mpp if options.target_mpp is not None else getattr(model, "mpp", None)
-    with open_slide(input_path, mpp=options.slide_mpp) as slide:
-        choice = choose_level(slide, target_mpp=target_mpp)
+    with open_slide(input_path, mpp=options.mpp, objective_power=options.objective_power) as slide:
+        choice = processing_level(slide, options, getattr(model, "mpp", None))
         width, height = output_size(slide, choice)
         layout = (TileLayout.whole(height, width) if options.whole
                   else TileLayout.plan(height, width, options.stitch))
