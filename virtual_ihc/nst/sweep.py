@@ -19,16 +19,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import keras
-import matplotlib
 import numpy as np
+from matplotlib.figure import Figure
 
 from virtual_ihc.data.io import write_image_rgb
 from virtual_ihc.nst.config import NSTConfig
 from virtual_ihc.nst.record import RECORD_NAME, write_record
 from virtual_ihc.nst.transfer import NSTResult, StyleTransfer
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (after choosing the headless backend)
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +98,8 @@ def plot_sweep(content: np.ndarray, style: np.ndarray, runs: Sequence[tuple[str,
                 f"style {result.final_losses['style_loss']:.3g}", result.image) for label, result in runs]
     columns = 3
     rows = -(-len(panels) // columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 3.4 * rows), squeeze=False)
+    figure = Figure(figsize=(3.2 * columns, 3.4 * rows))  # no pyplot: no global backend or state
+    axes = figure.subplots(rows, columns, squeeze=False)
     for axis in axes.ravel():
         axis.axis("off")
     for axis, (label, image) in zip(axes.ravel(), panels):
@@ -110,7 +108,6 @@ def plot_sweep(content: np.ndarray, style: np.ndarray, runs: Sequence[tuple[str,
     figure.suptitle(title, fontsize=9)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
-    plt.close(figure)
     return path
 
 
