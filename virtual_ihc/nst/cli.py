@@ -177,9 +177,9 @@ def _where(outputs: list[Path], out: Path) -> str:
     return str(outputs[0]) if len(outputs) == 1 else f"{out}/ (same file names as the H&E tiles)"
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str = "python -m virtual_ihc.nst") -> int:
     """``python -m virtual_ihc.nst``: the same options as ``virtual-ihc nst``."""
-    parser = argparse.ArgumentParser(prog="python -m virtual_ihc.nst", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     configure_parser(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -114,4 +114,4 @@ def plot_sweep(content: np.ndarray, style: np.ndarray, runs: Sequence[tuple[str,
 if __name__ == "__main__":
     from virtual_ihc.nst.cli import main
 
-    sys.exit(main(["sweep", *sys.argv[1:]]))
+    sys.exit(main(["sweep", *sys.argv[1:]], prog="python -m virtual_ihc.nst.sweep"))
