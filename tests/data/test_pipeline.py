@@ -114,3 +114,25 @@ def test_validation_split_is_by_file(tmp_path):
     train, val = split_validation(_index(tmp_path / "he"), 0.2, seed=0)
     assert len(val) == 2 and len(train) == 8
     assert not {s.path for s in train.sources} & {s.path for s in val.sources}
+
+
+def test_tfrecord_shards_are_a_domain_like_a_folder_of_tiles(tmp_path):
+    from virtual_ihc.data.io import encode_png
+    from virtual_ihc.data.tfrecords import TileRecord, write_tile_shard
+
+    tiles = sample_tiles("ki67", 6, TILE, seed=4)
+    for shard in range(2):
+        write_tile_shard(tmp_path / "ki67" / f"shard-{shard}.tfrecord",
+                         [TileRecord(encode_png(tile), "slide", 0, i, TILE) for i, tile in enumerate(tiles[shard::2])])
+    _write_tiles(tmp_path / "he", "he", 4)
+    ki67 = _index(tmp_path / "ki67", "ki67")
+    assert len(ki67) == 6 and len(ki67.records) == 2
+    he = _index(tmp_path / "he")
+    first = [b[1].numpy() for b in make_train_dataset(he, ki67, 2, CROP, seed=1).take(3)]
+    resumed = [b[1].numpy() for b in make_train_dataset(he, ki67, 2, CROP, seed=1, start_element=2).take(2)]
+    assert first[0].shape == (2, CROP, CROP, 3)
+    np.testing.assert_array_equal(first[1], resumed[0])
+    train, val = split_validation(ki67, 0.5, seed=0)
+    assert len(train) == len(val) == 3 and not set(train.records) & set(val.records)
+    he_val, ki67_val = load_validation_tiles(he, val, CROP, max_tiles=2)
+    assert ki67_val.shape == (2, CROP, CROP, 3)

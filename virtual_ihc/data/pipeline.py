@@ -13,6 +13,12 @@ Every random choice is a pure function of ``(seed, k)``: the stream is
 reproducible, and ``--resume`` restarts it at the element where training stopped.
 Unpaired: the two domains are permuted independently, so a batch never pairs a
 tile with its consecutive section except by chance.
+
+A domain folder holding sharded TFRecords (``*.tfrecord``, as written by
+``python -m data_prep.tile_slides --format tfrecord``) is streamed instead:
+shards interleaved, a seeded shuffle buffer, and ``--resume`` replays the stream
+up to the element where training stopped. Records that fail to decode are
+skipped with a warning.
 """
 
 from __future__ import annotations
@@ -53,14 +59,20 @@ class TileSource:
 
 @dataclasses.dataclass
 class DomainIndex:
-    """The tiles of one stain domain, and the files that could not be used."""
+    """The tiles of one stain domain, and the files that could not be used.
+
+    Either ``sources`` (image files and regions) or ``records`` (TFRecord shards
+    holding ``record_count`` tiles) is filled.
+    """
 
     name: str
     sources: list[TileSource]
     skipped: dict[str, str]  # path -> reason
+    records: list[str] = dataclasses.field(default_factory=list)
+    record_count: int = 0
 
     def __len__(self) -> int:
-        return len(self.sources)
+        return self.record_count if self.records else len(self.sources)
 
 
 class DecodeFailures:
@@ -123,6 +135,9 @@ def index_domain(folder: str | Path, name: str, tile_size: int, overlap: int, mi
     except (FileNotFoundError, NotADirectoryError) as error:
         raise DataError(f"{name}: {error}") from error
     if not files:
+        records = index_records(folder, name)
+        if records is not None:
+            return records
         raise DataError(f"{name}: no image files (png, jpg, tif, ...) in {folder}")
     sources: list[TileSource] = []
     skipped: dict[str, str] = {}
@@ -148,8 +163,35 @@ def index_domain(folder: str | Path, name: str, tile_size: int, overlap: int, mi
     return DomainIndex(name=name, sources=sources, skipped=skipped)
 
 
+def index_records(folder: Path, name: str) -> DomainIndex | None:
+    """A domain of TFRecord shards, or ``None`` when ``folder`` holds none."""
+    from virtual_ihc.data.tfrecords import list_tfrecords
+
+    shards = [str(path) for path in list_tfrecords(folder)]
+    if not shards:
+        return None
+    count = sum(1 for _ in tf.data.TFRecordDataset(shards).ignore_errors())
+    if count == 0:
+        raise DataError(f"{name}: the TFRecord shards in {folder} hold no tiles")
+    logger.info("%s: %d tiles in %d TFRecord shards in %s", name, count, len(shards), folder)
+    return DomainIndex(name=name, sources=[], skipped={}, records=shards, record_count=count)
+
+
 def split_validation(index: DomainIndex, fraction: float, seed: int) -> tuple[DomainIndex, DomainIndex]:
-    """Hold out ``fraction`` of the *files* (never tiles of one file in both) for validation."""
+    """Hold out ``fraction`` of the *files* (never tiles of one file in both) for validation.
+
+    TFRecord domains hold out whole shards.
+    """
+    if index.records:
+        shards = sorted(index.records)
+        count = max(1, int(round(fraction * len(shards))))
+        if len(shards) < 2:
+            raise DataError(f"{index.name}: cannot hold out a validation shard from one TFRecord shard; "
+                            "give a validation folder")
+        val_shards = set(np.random.default_rng(seed).permutation(shards)[:count].tolist())
+        train_shards = [shard for shard in shards if shard not in val_shards]
+        return tuple(index_records_subset(index, subset, suffix)
+                     for subset, suffix in ((train_shards, ""), (sorted(val_shards), " (val)")))
     paths = sorted({source.path for source in index.sources})
     rng = np.random.default_rng(seed)
     count = max(1, int(round(fraction * len(paths)))) if len(paths) > 1 else 0
@@ -160,6 +202,11 @@ def split_validation(index: DomainIndex, fraction: float, seed: int) -> tuple[Do
         raise DataError(f"{index.name}: cannot hold out validation files from {len(paths)} file(s); "
                         "give a validation folder or more files")
     return (DomainIndex(index.name, train, index.skipped), DomainIndex(f"{index.name} (val)", val, {}))
+
+
+def index_records_subset(index: DomainIndex, shards: list[str], suffix: str) -> DomainIndex:
+    count = sum(1 for _ in tf.data.TFRecordDataset(shards).ignore_errors())
+    return DomainIndex(f"{index.name}{suffix}", [], index.skipped if not suffix else {}, shards, count)
 
 
 @functools.lru_cache(maxsize=8)
@@ -236,6 +283,26 @@ def _epoch_position(element: tf.Tensor, size: int, seed: int, salt: int) -> tf.T
     return tf.random.experimental.index_shuffle(offset, seed=seed_pair, max_index=size64 - 1)
 
 
+def _record_stream(index: DomainIndex, seed: int, salt: int, start_element: int,
+                   crop_size: int) -> tf.data.Dataset:
+    """``(tile, ok)`` from TFRecord shards: interleaved, shuffled per pass, replayed up to ``start_element``."""
+    from virtual_ihc.data.tfrecords import tile_record_dataset
+
+    buffer = min(index.record_count, 2048)
+    stream = tile_record_dataset(index.records).ignore_errors(log_warning=True)
+    stream = stream.shuffle(buffer, seed=seed * 4 + salt, reshuffle_each_iteration=True).repeat()
+    large_enough = lambda tile: tf.reduce_min(tf.shape(tile)[:2]) >= crop_size  # noqa: E731
+    return stream.skip(start_element).map(lambda tile: (tile, large_enough(tile)))
+
+
+def _file_stream(index: DomainIndex, decoder: "TileDecoder", seed: int, salt: int,
+                 start_element: int) -> tf.data.Dataset:
+    """``(tile, ok)`` for element k = start_element, ...: a fresh permutation of the files every pass."""
+    positions = tf.data.Dataset.counter(start=start_element).map(
+        lambda element: _epoch_position(element, len(index), seed, salt))
+    return positions.map(decoder.decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
 def make_train_dataset(he: DomainIndex, ki67: DomainIndex, batch_size: int, crop_size: int, seed: int,
                        augment_tiles: bool = True, start_element: int = 0,
                        failures: DecodeFailures | None = None) -> tf.data.Dataset:
@@ -246,21 +313,21 @@ def make_train_dataset(he: DomainIndex, ki67: DomainIndex, batch_size: int, crop
         failures: collects files that fail to decode (skipped; the run goes on).
     """
     failures = failures if failures is not None else DecodeFailures()
-    decoders = {name: TileDecoder(index, failures, crop_size) for name, index in (("he", he), ("ki67", ki67))}
+    streams = []
+    for salt, index in ((1, he), (2, ki67)):
+        if index.records:
+            streams.append(_record_stream(index, seed, salt, start_element, crop_size))
+        else:
+            streams.append(_file_stream(index, TileDecoder(index, failures, crop_size), seed, salt, start_element))
 
-    def load(element):
-        he_tile, he_ok = decoders["he"].decode(_epoch_position(element, len(he), seed, 1))
-        ki67_tile, ki67_ok = decoders["ki67"].decode(_epoch_position(element, len(ki67), seed, 2))
-        return element, he_tile, ki67_tile, tf.logical_and(he_ok, ki67_ok)
-
-    def prepare(element, he_tile, ki67_tile, ok):
+    def prepare(element, he_item, ki67_item):
         base = tf.stack([tf.constant(seed, tf.int64), element])
-        return (augment(he_tile, tf.random.experimental.stateless_fold_in(base, 1), crop_size, augment_tiles),
-                augment(ki67_tile, tf.random.experimental.stateless_fold_in(base, 2), crop_size, augment_tiles))
+        return (augment(he_item[0], tf.random.experimental.stateless_fold_in(base, 1), crop_size, augment_tiles),
+                augment(ki67_item[0], tf.random.experimental.stateless_fold_in(base, 2), crop_size,
+                        augment_tiles))
 
-    dataset = tf.data.Dataset.counter(start=start_element)
-    dataset = dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    dataset = dataset.filter(lambda element, he_tile, ki67_tile, ok: ok)
+    dataset = tf.data.Dataset.zip((tf.data.Dataset.counter(start=start_element), *streams))
+    dataset = dataset.filter(lambda element, he_item, ki67_item: tf.logical_and(he_item[1], ki67_item[1]))
     dataset = dataset.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return dataset.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
@@ -281,8 +348,15 @@ def load_validation_tiles(he: DomainIndex, ki67: DomainIndex, crop_size: int, ma
     count = min(max_tiles, count) if max_tiles > 0 else count
     stacks = []
     for index in (he, ki67):
-        decoder = TileDecoder(index, failures, crop_size)
-        tiles = [tile for tile, ok in (decoder(position % len(index)) for position in range(count)) if ok]
+        if index.records:
+            from virtual_ihc.data.tfrecords import tile_record_dataset
+
+            records = tile_record_dataset(index.records).ignore_errors(log_warning=True)
+            tiles = [tile for tile in records.repeat().take(count).as_numpy_iterator()
+                     if min(tile.shape[:2]) >= crop_size]
+        else:
+            decoder = TileDecoder(index, failures, crop_size)
+            tiles = [tile for tile, ok in (decoder(position % len(index)) for position in range(count)) if ok]
         if not tiles:
             raise DataError(f"{index.name}: none of the validation tiles could be read")
         stacks.append(np.stack([tile[(tile.shape[0] - crop_size) // 2:][:crop_size,
