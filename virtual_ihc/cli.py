@@ -18,6 +18,10 @@ SUBCOMMANDS = {
     "evaluate": ("virtual_ihc.evaluation.cli", "evaluate trained runs (same as python evaluate.py)"),
     "stain": ("virtual_ihc.inference.cli", "virtually stain an image, slide or folder with a trained generator"),
     "nst": ("virtual_ihc.nst.cli", "neural style transfer baseline (VGG19, Gatys et al.)"),
+    "tile": ("data_prep.tile_slides", "cut whole-slide images into train/test tissue tiles "
+                                      "(same as python -m data_prep.tile_slides)"),
+    "register": ("data_prep.register_pairs", "register consecutive H&E / Ki-67 sections into paired tiles "
+                                             "(same as python -m data_prep.register_pairs)"),
 }
 
 

@@ -165,9 +165,9 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     "small": {
         "generator": {"base_filters": 8, "num_residual_blocks": 3},
         "discriminator": {"base_filters": 16, "num_layers": 2},
-        "data": {"tile_size": 72, "tile_overlap": 36, "crop_size": 64, "sample_train_tiles": 96,
+        "data": {"tile_size": 72, "tile_overlap": 36, "crop_size": 64, "sample_train_tiles": 160,
                  "sample_val_tiles": 8, "sample_tile_size": 72, "max_val_tiles": 8},
-        "train": {"epochs": 6, "batch_size": 4, "pool_size": 50},
+        "train": {"epochs": 10, "batch_size": 4, "pool_size": 50},
     },
 }
 
