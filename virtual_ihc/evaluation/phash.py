@@ -11,19 +11,13 @@ mean +- standard deviation over tile pairs.
 
 from __future__ import annotations
 
-import keras
 import numpy as np
+import tensorflow as tf
 
 from virtual_ihc.evaluation.resnet18 import build_resnet18
 
 PHASH_LAYER = "layer2"
 PHASH_THRESHOLD = 0.01
-
-
-def channel_means(extractor: keras.Model, images: np.ndarray) -> np.ndarray:
-    """Spatial means of every feature channel: ``uint8 (N, H, W, 3)`` -> float64 ``(N, C)``."""
-    features = extractor(np.asarray(images, np.float32), training=False)
-    return np.asarray(keras.ops.mean(features, axis=(1, 2)), np.float64)
 
 
 def phash_bits(virtual_means: np.ndarray, reference_means: np.ndarray,
@@ -50,10 +44,13 @@ class PerceptualHash:
     def __init__(self, weights: str | None, layer: str = PHASH_LAYER, threshold: float = PHASH_THRESHOLD):
         self.extractor = build_resnet18(layer, weights)
         self.layer, self.threshold = layer, threshold
+        # traced once for every batch and tile size (eager calls are several times slower)
+        self._means = tf.function(lambda images: tf.reduce_mean(self.extractor(images, training=False), axis=(1, 2)),
+                                  input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
 
     def means(self, images: np.ndarray) -> np.ndarray:
-        """Channel means of ``uint8 (N, H, W, 3)`` images, ``(N, C)``."""
-        return channel_means(self.extractor, images)
+        """Channel means of ``uint8 (N, H, W, 3)`` images, float64 ``(N, C)``."""
+        return np.asarray(self._means(tf.constant(np.asarray(images, np.float32))), np.float64)
 
     def __call__(self, virtual: np.ndarray, reference: np.ndarray) -> np.ndarray:
         """Scores of ``virtual[i]`` against ``reference[i]``, float64 ``(N,)``."""
