@@ -12,11 +12,16 @@ caller, and the rest of the band (the overlap with the next tile row, the
 
 Background tiles (``is_tissue`` false) are not run through the model: they
 count as white output, so background comes out white and blends smoothly
-into neighbouring tissue tiles.
+into neighbouring tissue tiles. They cost nothing: the band accumulates
+``window * (output - 255)`` of tissue tiles only, and a finished pixel is
+``255 + sum / coverage``, where the coverage (the sum of all tiles' windows at
+that pixel) is known in closed form, ``rows(y) * cols(x)``, because the
+windows are separable and the grid is a product of two axes.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 from typing import Callable, Iterator
 
@@ -127,8 +132,8 @@ class FinishedBand:
         row: index of the tile row just processed.
         y: first image row of ``pixels``.
         pixels: ``uint8`` RGB ``(rows, width, 3)``.
-        carry: float32 ``(rows, width, 4)``: weighted RGB sums and weights of the
-            rows below ``pixels`` that the next tile row will add to (empty after the last row).
+        carry: float32 ``(rows, width, 3)``: the weighted sums of the rows below
+            ``pixels`` that the next tile row adds to (empty after the last row).
         tiles_run: tiles of this row that went through the model.
     """
 
@@ -143,6 +148,10 @@ def stitch_rows(layout: TileLayout, read_tile: TileReader, model: TileModel, is_
                 batch_size: int, first_row: int = 0, carry: np.ndarray | None = None) -> Iterator[FinishedBand]:
     """Run the model over the tile grid row by row and yield the finished output rows.
 
+    The tiles of the next batch are read in a background thread while the model
+    runs on the current one; close the generator (``contextlib.closing``) before
+    closing the slide if the iteration may stop early.
+
     Args:
         layout: the tile grid.
         read_tile: pixel source.
@@ -154,30 +163,67 @@ def stitch_rows(layout: TileLayout, read_tile: TileReader, model: TileModel, is_
     """
     row_weights = axis_weights(list(layout.row_starts), layout.tile_height, layout.margin)
     col_weights = axis_weights(list(layout.col_starts), layout.tile_width, layout.margin)
-    for row in range(first_row, layout.num_rows):
-        y = layout.row_starts[row]
-        band = np.zeros((layout.tile_height, layout.width, 4), np.float32)
-        if carry is not None and len(carry):
-            band[:len(carry)] = carry
+    row_coverage = _coverage(layout.row_starts, row_weights, layout.height)
+    col_coverage = _coverage(layout.col_starts, col_weights, layout.width)
+
+    def read_batch(row: int, columns: np.ndarray) -> np.ndarray:
+        return np.stack([read_tile(layout.row_starts[row], layout.col_starts[col], layout.tile_height,
+                                   layout.tile_width) for col in columns])
+
+    batches = _prefetched(_batches(is_tissue, batch_size, first_row), read_batch)
+    try:
+        pending = next(batches, None)
+        for row in range(first_row, layout.num_rows):
+            y = layout.row_starts[row]
+            band = np.zeros((layout.tile_height, layout.width, 3), np.float32)
+            if carry is not None and len(carry):
+                band[:len(carry)] = carry
+            while pending is not None and pending[0] == row:
+                _, columns, tiles = pending
+                for col, output in zip(columns, model(tiles)):
+                    _accumulate(band, output, row_weights[row], col_weights[col], layout.col_starts[col])
+                pending = next(batches, None)
+            final = layout.final_rows_end(row) - y
+            coverage = row_coverage[y:y + final, None, None] * col_coverage[None, :, None]
+            pixels = np.clip(np.rint(WHITE + band[:final] / coverage), 0, 255).astype(np.uint8)
+            carry = band[final:].copy()
+            yield FinishedBand(row, y, pixels, carry, int(is_tissue[row].sum()))
+    finally:
+        batches.close()  # waits for a read under way: the caller may close the slide next
+
+
+def _batches(is_tissue: np.ndarray, batch_size: int, first_row: int) -> Iterator[tuple[int, np.ndarray]]:
+    """``(row, columns)`` of every model call in order: the tissue tiles of each row, ``batch_size`` at a time."""
+    for row in range(first_row, len(is_tissue)):
         columns = np.flatnonzero(is_tissue[row])
-        for batch_start in range(0, len(columns), batch_size):
-            batch = columns[batch_start:batch_start + batch_size]
-            tiles = np.stack([read_tile(y, layout.col_starts[col], layout.tile_height, layout.tile_width)
-                              for col in batch])
-            for col, output in zip(batch, model(tiles)):
-                _accumulate(band, output, row_weights[row], col_weights[col], layout.col_starts[col])
-        for col in np.flatnonzero(~is_tissue[row]):
-            _accumulate(band, WHITE, row_weights[row], col_weights[col], layout.col_starts[col])
-        final = layout.final_rows_end(row) - y
-        weighted, weight = band[:final, :, :3], band[:final, :, 3:]
-        pixels = np.clip(np.rint(weighted / weight), 0, 255).astype(np.uint8)
-        carry = band[final:].copy()
-        yield FinishedBand(row, y, pixels, carry, len(columns))
+        for start in range(0, len(columns), batch_size):
+            yield row, columns[start:start + batch_size]
 
 
-def _accumulate(band: np.ndarray, output, row_weight: np.ndarray, col_weight: np.ndarray, x: int) -> None:
-    """Add one tile's output (``uint8 (h, w, 3)`` or a scalar grey) times its window to ``band`` in place."""
-    window = np.outer(row_weight, col_weight).astype(np.float32)[:, :, None]
-    target = band[:, x:x + len(col_weight)]
-    target[:, :, :3] += window * np.asarray(output, np.float32)
-    target[:, :, 3:] += window
+def _prefetched(batches: Iterator[tuple[int, np.ndarray]],
+                read_batch: Callable[[int, np.ndarray], np.ndarray]) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """``(row, columns, tiles)`` for each batch; the next batch's read is under way when one is yielded."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        previous = None
+        for row, columns in batches:
+            future = pool.submit(read_batch, row, columns)
+            if previous is not None:
+                yield previous[0], previous[1], previous[2].result()
+            previous = (row, columns, future)
+        if previous is not None:
+            yield previous[0], previous[1], previous[2].result()
+
+
+def _coverage(starts: tuple[int, ...], weights: list[np.ndarray], length: int) -> np.ndarray:
+    """float32 ``(length,)``: the sum of the tiles' windows along one axis (> 0 everywhere)."""
+    total = np.zeros(length)
+    for start, weight in zip(starts, weights):
+        total[start:start + len(weight)] += weight
+    return total.astype(np.float32)
+
+
+def _accumulate(band: np.ndarray, output: np.ndarray, row_weight: np.ndarray, col_weight: np.ndarray,
+                x: int) -> None:
+    """Add ``window * (output - 255)`` of one tile (``uint8 (h, w, 3)``) to ``band`` in place."""
+    window = row_weight.astype(np.float32)[:, None, None] * col_weight.astype(np.float32)[None, :, None]
+    band[:, x:x + len(col_weight)] += window * (output.astype(np.float32) - WHITE)

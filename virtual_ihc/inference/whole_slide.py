@@ -19,6 +19,7 @@ and renamed to OUTPUT only when complete.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -42,8 +43,9 @@ from virtual_ihc.inference.stitching import StitchOptions, TileLayout, TileModel
 
 logger = logging.getLogger(__name__)
 
-#: long side (pixels) of the overview on which tissue is masked and stain statistics are fitted
-OVERVIEW_SIDE = 2048
+#: long side (pixels) of the overview on which tissue is masked and stain statistics are
+#: fitted (smaller images are used as they are); small enough to come from a coarse level
+OVERVIEW_SIDE = 1024
 STATE_FILE = "state.json"
 LEVEL0_FILE = "level0.raw"
 #: progress(tile_rows_done, tile_rows_total)
@@ -110,6 +112,11 @@ def partial_dir(output: str | os.PathLike) -> Path:
     """Where an unfinished slide run keeps its state."""
     output = Path(output)
     return output.with_name(f".{output.name}.partial")
+
+
+def overview_downsample(width: int, height: int) -> float:
+    """Processing pixels per overview pixel for an image of ``width x height`` (see :data:`OVERVIEW_SIDE`)."""
+    return max(1.0, max(width, height) / OVERVIEW_SIDE)
 
 
 def tissue_tiles(overview: np.ndarray, layout: TileLayout, overview_downsample: float,
@@ -220,12 +227,12 @@ def stain_file(input_path: str | os.PathLike, output_path: str | os.PathLike, mo
         width, height = output_size(slide, choice)
         layout = (TileLayout.whole(height, width) if options.whole
                   else TileLayout.plan(height, width, options.stitch))
-        overview_downsample = max(1.0, max(width, height) / OVERVIEW_SIDE)
-        overview = read_downsampled(slide, choice.downsample * overview_downsample)
+        overview_scale = overview_downsample(width, height)
+        overview = read_downsampled(slide, choice.downsample * overview_scale)
         if options.whole or options.stitch.keep_background:
             is_tissue = np.ones((layout.num_rows, len(layout.col_starts)), bool)
         else:
-            is_tissue = tissue_tiles(overview, layout, overview_downsample, options.stitch.min_tissue)
+            is_tissue = tissue_tiles(overview, layout, overview_scale, options.stitch.min_tissue)
         read_tile = _tile_reader(slide, choice, normalizer, overview)
         result.width, result.height, result.downsample = width, height, choice.downsample
         result.mpp = slide.mpp * choice.downsample if slide.mpp is not None else None
@@ -247,11 +254,12 @@ def stain_file(input_path: str | os.PathLike, output_path: str | os.PathLike, mo
 def _stain_to_image(run: tuple, output_path: Path, result: StainResult, progress: Progress | None) -> None:
     layout = run[0]
     image = np.empty((layout.height, layout.width, 3), np.uint8)
-    for band in stitch_rows(*run):
-        image[band.y:band.y + len(band.pixels)] = band.pixels
-        result.tiles_run += band.tiles_run
-        if progress:
-            progress(band.row + 1, layout.num_rows)
+    with contextlib.closing(stitch_rows(*run)) as bands:
+        for band in bands:
+            image[band.y:band.y + len(band.pixels)] = band.pixels
+            result.tiles_run += band.tiles_run
+            if progress:
+                progress(band.row + 1, layout.num_rows)
     write_image_rgb(output_path, image)
 
 
@@ -271,12 +279,13 @@ def _stain_to_tiff(run: tuple, output_path: Path, fingerprint: dict, options: St
         carry = np.load(folder / f"carry_{rows_done:05d}.npy") if rows_done else None
         logger.info("%s: resuming after %d of %d tile rows", output_path.name, rows_done, layout.num_rows)
     result.rows_resumed = rows_done
-    for band in stitch_rows(*run, first_row=rows_done, carry=carry):
-        level0.write_rows(band.y, band.pixels)
-        _save_state(folder, fingerprint, band.row + 1, band.carry)
-        result.tiles_run += band.tiles_run
-        if progress:
-            progress(band.row + 1, layout.num_rows)
+    with contextlib.closing(stitch_rows(*run, first_row=rows_done, carry=carry)) as bands:
+        for band in bands:
+            level0.write_rows(band.y, band.pixels)
+            _save_state(folder, fingerprint, band.row + 1, band.carry)
+            result.tiles_run += band.tiles_run
+            if progress:
+                progress(band.row + 1, layout.num_rows)
     tmp = folder / f"output{output_path.suffix}"
     write_pyramid(level0, tmp, result.mpp, options.compression)
     os.replace(tmp, output_path)
