@@ -45,7 +45,8 @@ METADATA_VERSION = 1
 
 #: what the serving signatures do with bad inputs (documented in docs/stain.md; tested in tests/test_serving.py)
 SERVING_ERRORS = {
-    "dtype other than uint8 (serving_default)": "InvalidArgumentError 'expected a uint8 tensor' before running",
+    "dtype other than uint8 (serving_default)":
+        "InvalidArgumentError '... was expected to be a uint8 tensor ...' before running",
     "rank other than 4 or channels other than 3 (serving_default)":
         "InvalidArgumentError 'Shape of tensor images [...] is not compatible with expected shape [?,?,?,3]'",
     "height or width not a multiple of 8": "accepted: mirror-padded to the next multiple and cropped back",
