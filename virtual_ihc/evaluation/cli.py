@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 
 from virtual_ihc.config import ConfigError
 from virtual_ihc.evaluation.distribution import INCEPTION_SIZE, KID_SUBSET_SIZE, KID_SUBSETS
@@ -93,13 +94,18 @@ def evaluate_from_args(args: argparse.Namespace) -> dict:
     return write_evaluation(results, real_rows, notes, args.out)
 
 
-def run(args: argparse.Namespace) -> int:
+def run_and_report(action: Callable[[], dict], header: str) -> int:
+    """Run ``action`` (returning outputs by name), print where they went; bad input -> ``error: ...``, 2."""
     try:
-        outputs = evaluate_from_args(args)
+        outputs = action()
     except (EvaluationInputError, ConfigError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(f"\nEvaluation written to {args.out}/:")
+    print(f"\n{header}")
     for name, path in outputs.items():
         print(f"  {name:18s} {path}")
     return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    return run_and_report(lambda: evaluate_from_args(args), f"Evaluation written to {args.out}/:")

@@ -8,6 +8,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 
 from virtual_ihc.evaluation.evaluator import MetricRow, ModelResult  # noqa: E402
@@ -35,6 +36,7 @@ def plot_metrics_vs_epoch(rows: list[MetricRow], path: str | Path, tile_set: str
             axis.plot(epochs, means, marker="o", label=name)
             axis.fill_between(epochs, means - stds, means + stds, alpha=0.15)
         axis.set_xlabel("epoch")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.set_title(f"{label}, H&E cycle ({tile_set})")
         axis.grid(alpha=0.3)
     handles, labels = axes[0].get_legend_handles_labels()

@@ -97,12 +97,14 @@ def summary_table(rows: list[MetricRow]) -> str:
 def write_summary(path: str | Path, rows: list[MetricRow], notes: list[str], figures: list[Path]) -> Path:
     """``summary.md``: the table, the sample counts and the notes (weights, warnings), and the figures."""
     path = Path(path)
-    counts = sorted({(row.tile_set, row.n) for row in final_rows(rows) if row.metric in ("cycle_ssim", "ki67_index")})
+    counts: dict[str, int] = {}
+    for row in final_rows(rows):
+        counts[row.tile_set] = max(counts.get(row.tile_set, 0), row.n)
     text = ["# Evaluation summary", "",
             "Mean ± std over tiles (FID: one value per set; KID: mean ± std over subsets; r: Pearson "
             "correlation over tiles). Last evaluated epoch of each run; every epoch is in metrics.csv.", "",
             summary_table(rows), "",
-            "Tiles per set: " + ", ".join(f"{tile_set}: {n}" for tile_set, n in counts), ""]
+            "Tiles per set: " + ", ".join(f"{tile_set}: {n}" for tile_set, n in sorted(counts.items())), ""]
     text += ["## Notes", ""] + [f"- {note}" for note in notes] + [""]
     if figures:
         text += ["## Figures", ""] + [f"![{figure.stem}]({figure.name})" for figure in figures] + [""]

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from virtual_ihc.config import ConfigError, ExperimentConfig, load_config_file, resolve_config
 from virtual_ihc.data.synthetic import write_sample_dataset
+from virtual_ihc.evaluation.cli import run_and_report
 from virtual_ihc.evaluation.evaluator import EvaluationOptions, evaluate_models, resolve_data
 from virtual_ihc.evaluation.models import run_entries, virtual_dir_entry
 from virtual_ihc.evaluation.report import write_evaluation
@@ -173,15 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     configure_parser(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        outputs = run_ablation(args)
-    except (ConfigError, EvaluationInputError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print(f"\nAblation of {', '.join(args.variants)} in {args.out}/; evaluation:")
-    for name, path in outputs.items():
-        print(f"  {name:18s} {path}")
-    return 0
+    return run_and_report(lambda: run_ablation(args),
+                          f"Ablation of {', '.join(args.variants)} in {args.out}/; evaluation:")
 
 
 if __name__ == "__main__":
