@@ -10,7 +10,6 @@ This module holds the arguments and the entry point both commands share.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from typing import Callable
 
@@ -48,7 +47,9 @@ def command_main(prog: str, description: str, configure_parser: Callable[[argpar
     parser = argparse.ArgumentParser(prog=prog, description=description)
     configure_parser(parser)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from virtual_ihc.cli import configure_logging
+
+    configure_logging()
     try:
         return run(args)
     except (OSError, ValueError) as error:

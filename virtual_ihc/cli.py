@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 #: subcommand -> (module, one-line help)
@@ -23,6 +24,14 @@ SUBCOMMANDS = {
     "register": ("data_prep.register_pairs", "register consecutive H&E / Ki-67 sections into paired tiles "
                                              "(same as python -m data_prep.register_pairs)"),
 }
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    """Log our messages with timestamps; keep TensorFlow's C++ and absl chatter to warnings."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("absl", "tensorflow", "h5py", "matplotlib", "PIL"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
@@ -41,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     selected = next((arg for arg in argv if not arg.startswith("-")), None)
     selected = selected if selected in SUBCOMMANDS else None
     args = build_parser(selected).parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()
     module = importlib.import_module(SUBCOMMANDS[args.command][0])
     return int(module.run(args) or 0)
 

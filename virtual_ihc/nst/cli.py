@@ -182,5 +182,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m virtual_ihc.nst")
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     configure_parser(parser)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from virtual_ihc.cli import configure_logging
+
+    configure_logging()
     return run(args)

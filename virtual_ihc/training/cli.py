@@ -122,10 +122,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import logging
+    from virtual_ihc.cli import configure_logging
 
     parser = argparse.ArgumentParser(prog="train.py")
     configure_parser(parser)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()
     return run(args)
