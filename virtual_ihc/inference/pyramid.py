@@ -26,7 +26,7 @@ TIFF_TILE = 256
 #: reduced levels stop before their short side falls under this
 MIN_LEVEL_SIDE = 256
 #: rows per band when reducing a level
-REDUCE_BAND = 1024
+REDUCE_BAND = 256
 COMPRESSIONS = {"jpeg": "jpeg", "deflate": "zlib"}
 
 

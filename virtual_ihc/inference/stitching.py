@@ -184,10 +184,9 @@ def stitch_rows(layout: TileLayout, read_tile: TileReader, model: TileModel, is_
                     _accumulate(band, output, row_weights[row], col_weights[col], layout.col_starts[col])
                 pending = next(batches, None)
             final = layout.final_rows_end(row) - y
-            coverage = row_coverage[y:y + final, None, None] * col_coverage[None, :, None]
-            pixels = np.clip(np.rint(WHITE + band[:final] / coverage), 0, 255).astype(np.uint8)
             carry = band[final:].copy()
-            yield FinishedBand(row, y, pixels, carry, int(is_tissue[row].sum()))
+            yield FinishedBand(row, y, _finish(band[:final], row_coverage[y:y + final], col_coverage), carry,
+                               int(is_tissue[row].sum()))
     finally:
         batches.close()  # waits for a read under way: the caller may close the slide next
 
@@ -212,6 +211,15 @@ def _prefetched(batches: Iterator[tuple[int, np.ndarray]],
             previous = (row, columns, future)
         if previous is not None:
             yield previous[0], previous[1], previous[2].result()
+
+
+def _finish(sums: np.ndarray, row_coverage: np.ndarray, col_coverage: np.ndarray) -> np.ndarray:
+    """``uint8`` pixels ``255 + sums / coverage`` of finished rows; ``sums`` is overwritten (no band-sized copies)."""
+    sums /= row_coverage[:, None, None]
+    sums /= col_coverage[None, :, None]
+    sums += WHITE
+    np.rint(sums, out=sums)
+    return np.clip(sums, 0, 255, out=sums).astype(np.uint8)
 
 
 def _coverage(starts: tuple[int, ...], weights: list[np.ndarray], length: int) -> np.ndarray:

@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import os
 import shutil
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import cv2
 import numpy as np
@@ -39,7 +40,8 @@ from virtual_ihc.data.stain_normalization import StainNormalizer, fit_stain_stat
 from virtual_ihc.data.tissue import tissue_mask
 from virtual_ihc.data.wsi_tiling import grid_tissue_fractions
 from virtual_ihc.inference.pyramid import RawImage, write_pyramid
-from virtual_ihc.inference.stitching import StitchOptions, TileLayout, TileModel, TileReader, stitch_rows
+from virtual_ihc.inference.stitching import (FinishedBand, StitchOptions, TileLayout, TileModel, TileReader,
+                                             stitch_rows)
 
 logger = logging.getLogger(__name__)
 
@@ -240,21 +242,22 @@ def stain_file(input_path: str | os.PathLike, output_path: str | os.PathLike, mo
         logger.info("%s: %dx%d px at downsample %.3g (level %d), %d tiles, %d with tissue",
                     input_path.name, width, height, choice.downsample, choice.level, layout.num_tiles,
                     int(is_tissue.sum()))
-        run = (layout, read_tile, model, is_tissue, options.stitch.batch_size)
+        stitch = functools.partial(stitch_rows, layout, read_tile, model, is_tissue, options.stitch.batch_size)
         if is_tiff_output(output_path):
             fingerprint = _fingerprint(input_path, _model_name(model), options, layout, choice.downsample,
                                        normalizer)
-            _stain_to_tiff(run, output_path, fingerprint, options, result, progress)
+            _stain_to_tiff(stitch, layout, output_path, fingerprint, options, result, progress)
         else:
-            _stain_to_image(run, output_path, result, progress)
+            _stain_to_image(stitch, layout, output_path, result, progress)
     result.seconds = time.perf_counter() - started
     return result
 
 
-def _stain_to_image(run: tuple, output_path: Path, result: StainResult, progress: Progress | None) -> None:
-    layout = run[0]
+def _stain_to_image(stitch: Callable[..., Iterator[FinishedBand]], layout: TileLayout, output_path: Path,
+                    result: StainResult, progress: Progress | None) -> None:
+    """Stitch in memory and write an image (inputs that are images are in memory anyway)."""
     image = np.empty((layout.height, layout.width, 3), np.uint8)
-    with contextlib.closing(stitch_rows(*run)) as bands:
+    with contextlib.closing(stitch()) as bands:
         for band in bands:
             image[band.y:band.y + len(band.pixels)] = band.pixels
             result.tiles_run += band.tiles_run
@@ -263,9 +266,9 @@ def _stain_to_image(run: tuple, output_path: Path, result: StainResult, progress
     write_image_rgb(output_path, image)
 
 
-def _stain_to_tiff(run: tuple, output_path: Path, fingerprint: dict, options: StainOptions,
-                   result: StainResult, progress: Progress | None) -> None:
-    layout = run[0]
+def _stain_to_tiff(stitch: Callable[..., Iterator[FinishedBand]], layout: TileLayout, output_path: Path,
+                   fingerprint: dict, options: StainOptions, result: StainResult, progress: Progress | None) -> None:
+    """Stitch into the partial folder's raw level 0 (resumable), then write and rename the TIFF."""
     folder = partial_dir(output_path)
     state = _load_state(folder, fingerprint) if options.resume else None
     if state is None:
@@ -279,7 +282,7 @@ def _stain_to_tiff(run: tuple, output_path: Path, fingerprint: dict, options: St
         carry = np.load(folder / f"carry_{rows_done:05d}.npy") if rows_done else None
         logger.info("%s: resuming after %d of %d tile rows", output_path.name, rows_done, layout.num_rows)
     result.rows_resumed = rows_done
-    with contextlib.closing(stitch_rows(*run, first_row=rows_done, carry=carry)) as bands:
+    with contextlib.closing(stitch(first_row=rows_done, carry=carry)) as bands:
         for band in bands:
             level0.write_rows(band.y, band.pixels)
             _save_state(folder, fingerprint, band.row + 1, band.carry)
