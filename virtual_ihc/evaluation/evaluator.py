@@ -144,6 +144,17 @@ def pearson_r(a, b) -> float:
     return float(np.corrcoef(a, b)[0, 1])
 
 
+def record(values: dict, set_name: str, metric: str, names: list[str], array) -> None:
+    """Store per-tile values: ``values[(set_name, metric)][tile name] = value``."""
+    values.setdefault((set_name, metric), {}).update(zip(names, np.asarray(array, np.float64).tolist()))
+
+
+def set_row(entry: ModelEntry, set_name: str, metric: str, mean: float, n: int, std: float = 0.0,
+            note: str = "") -> MetricRow:
+    """A row of a set-level value (FID, KID, correlations) of ``entry``."""
+    return MetricRow(entry.name, entry.variant, entry.epoch, set_name, metric, float(mean), float(std), n, note)
+
+
 def pooled_index(tiles: list[TileIndex]) -> float:
     """Positive / nuclei summed over tiles (NaN without nuclei)."""
     nuclei = sum(tile.nuclei for tile in tiles)
@@ -231,8 +242,6 @@ class Evaluator:
 
         Per-tile values go into ``values``; the first tile's images into ``examples`` (unless ``None``).
         """
-        record = lambda metric, names, array: values.setdefault((set_name, metric), {}).update(  # noqa: E731
-            zip(names, np.asarray(array, np.float64).tolist()))
         virtual_index: dict[str, TileIndex] = {}
         features = []
         for names, he_images in self._batches(he, f"{entry.name} {set_name}"):
@@ -241,12 +250,12 @@ class Evaluator:
             if translator.ki67_to_he is not None:
                 reconstructed = translator.ki67_to_he(names, virtual)
                 for metric, array in image_metrics(he_images, reconstructed).items():
-                    record(f"cycle_{metric}", names, array)
+                    record(values, set_name, f"cycle_{metric}", names, array)
             if reference is not None:
                 real = reference.read_many(names)
                 for metric, array in image_metrics(real, virtual).items():
-                    record(f"paired_{metric}", names, array)
-                record("phash", names, self._phash(reference, names, real, virtual))
+                    record(values, set_name, f"paired_{metric}", names, array)
+                record(values, set_name, "phash", names, self._phash(reference, names, real, virtual))
             if examples is not None and "he" not in examples:
                 examples.update(he=he_images[0], virtual_ki67=virtual[0])
                 if reconstructed is not None:
@@ -255,10 +264,10 @@ class Evaluator:
                     examples["reference_ki67"] = real[0]
             for name, image in zip(names, virtual):
                 virtual_index[name] = tile_index(image, self.options.index)
-            record("ki67_index", names, [virtual_index[name].index for name in names])
+            record(values, set_name, "ki67_index", names, [virtual_index[name].index for name in names])
             if self.inception is not None:
                 features.append(self.inception(virtual))
-        rows = self._index_rows(entry, set_name, he, reference, virtual_index, record)
+        rows = self._index_rows(entry, set_name, he, reference, virtual_index, values)
         if features:
             rows += self._distribution_rows(entry, set_name, np.concatenate(features))
         return rows
@@ -273,35 +282,39 @@ class Evaluator:
         return phash_scores(self.phash.means(virtual), real_means, self.phash.threshold)
 
     def _index_rows(self, entry: ModelEntry, set_name: str, he: TileFolder, reference: TileFolder | None,
-                    virtual_index: dict[str, TileIndex], record) -> list[MetricRow]:
+                    virtual_index: dict[str, TileIndex], values: dict) -> list[MetricRow]:
         """Index agreement with the real stain: per tile and per slide when paired, pooled otherwise."""
-        row = lambda metric, value, n, note="": MetricRow(entry.name, entry.variant, entry.epoch,  # noqa: E731
-                                                          set_name, metric, value, 0.0, n, note)
         names = list(he.names)
         virtual = [virtual_index[name] for name in names]
         if reference is None:
             if self.data.ki67 is None:
                 return []
             real = [self.real_index(self.data.ki67, name) for name in self.data.ki67.names]
-            return [row("ki67_index_difference", pooled_index(virtual) - pooled_index(real), len(names),
-                        "unpaired: pooled virtual index minus pooled real index")]
+            return [set_row(entry, set_name, "ki67_index_difference", pooled_index(virtual) - pooled_index(real),
+                            len(names), note="unpaired: pooled virtual index minus pooled real index")]
         real = [self.real_index(reference, name) for name in names]
-        record("ki67_index_abs_error", names, [abs(v.index - r.index) for v, r in zip(virtual, real)])
+        record(values, set_name, "ki67_index_abs_error", names,
+               [abs(v.index - r.index) for v, r in zip(virtual, real)])
         virtual_slides, real_slides = slide_indices(names, virtual), slide_indices(names, real)
         slide_errors = [abs(virtual_slides[slide] - real_slides[slide]) for slide in real_slides]
+
+        def correlation(attribute: str) -> float:
+            return pearson_r([getattr(v, attribute) for v in virtual], [getattr(r, attribute) for r in real])
+
         return [
-            MetricRow(entry.name, entry.variant, entry.epoch, set_name, "ki67_slide_index_abs_error",
-                      float(np.nanmean(slide_errors)), float(np.nanstd(slide_errors)), len(slide_errors),
-                      f"{len(slide_errors)} slide(s): {', '.join(sorted(real_slides)[:5])}"),
-            row("ki67_index_pearson_r", pearson_r([v.index for v in virtual], [r.index for r in real]), len(names)),
-            row("positive_area_pearson_r", pearson_r([v.positive_area for v in virtual],
-                                                     [r.positive_area for r in real]), len(names)),
-            row("negative_area_pearson_r", pearson_r([v.negative_area for v in virtual],
-                                                     [r.negative_area for r in real]), len(names)),
+            set_row(entry, set_name, "ki67_slide_index_abs_error", np.nanmean(slide_errors), len(slide_errors),
+                    std=np.nanstd(slide_errors),
+                    note=f"{len(slide_errors)} slide(s): {', '.join(sorted(real_slides)[:5])}"),
+            set_row(entry, set_name, "ki67_index_pearson_r", correlation("index"), len(names)),
+            set_row(entry, set_name, "positive_area_pearson_r", correlation("positive_area"), len(names)),
+            set_row(entry, set_name, "negative_area_pearson_r", correlation("negative_area"), len(names)),
         ]
 
     def _distribution_rows(self, entry: ModelEntry, set_name: str, virtual: np.ndarray) -> list[MetricRow]:
         real = self.real_features()
+        if min(len(real), len(virtual)) < 2:
+            logger.warning("%s %s: FID/KID skipped, they need at least 2 tiles per set", entry.name, set_name)
+            return []
         warning = fid_warning(len(real), len(virtual)) or ""
         if warning and warning not in self.notes:
             logger.warning(warning)
@@ -309,17 +322,17 @@ class Evaluator:
         counts = f"{len(real)} real / {len(virtual)} virtual"
         kid_mean, kid_std = kernel_inception_distance(real, virtual, self.options.kid_subset_size,
                                                       self.options.kid_subsets, self.options.seed)
-        return [MetricRow(entry.name, entry.variant, entry.epoch, set_name, "fid", frechet_distance(real, virtual),
-                          0.0, min(len(real), len(virtual)), f"{counts}; {warning}".rstrip("; ")),
-                MetricRow(entry.name, entry.variant, entry.epoch, set_name, "kid", kid_mean, kid_std,
-                          min(len(real), len(virtual)), counts)]
+        n = min(len(real), len(virtual))
+        return [set_row(entry, set_name, "fid", frechet_distance(real, virtual), n,
+                        note=f"{counts}; {warning}".rstrip("; ")),
+                set_row(entry, set_name, "kid", kid_mean, n, std=kid_std, note=counts)]
 
     def _evaluate_ki67_cycle(self, entry: ModelEntry, translator: Translator, values: dict) -> None:
         folder = self.data.ki67
         for names, ki67_images in self._batches(folder, f"{entry.name} ki67"):
             reconstructed = translator.he_to_ki67(names, translator.ki67_to_he(names, ki67_images))
             for metric, array in image_metrics(ki67_images, reconstructed).items():
-                values.setdefault(("ki67", f"cycle_{metric}"), {}).update(zip(names, array.tolist()))
+                record(values, "ki67", f"cycle_{metric}", names, array)
             for name, image in zip(names, ki67_images):
                 self.real_index(folder, name, image)
 
