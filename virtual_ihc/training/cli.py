@@ -109,11 +109,12 @@ def run(args: argparse.Namespace) -> int:
     run_dir = result.run_dir
     print(f"\nTrained {result.epochs_completed} epochs x {result.steps_per_epoch} steps "
           f"on {result.replicas} replica(s). Outputs in {run_dir}/:")
-    for label, path in (("config", "config.json"), ("history", "history.csv"), ("samples", "samples/"),
-                        ("checkpoints", "checkpoints/"), ("TensorBoard", "logs/"),
-                        ("SavedModel H&E->Ki-67", "export/he_to_ki67/"),
-                        ("SavedModel Ki-67->H&E", "export/ki67_to_he/"),
-                        ("Keras models", "export/generator_*.keras")):
+    outputs = [("config", "config.json"), ("history", "history.csv"), ("samples", "samples/"),
+               ("checkpoints", "checkpoints/"), ("TensorBoard", "logs/")]
+    if result.exports:
+        outputs += [("SavedModel H&E->Ki-67", "export/he_to_ki67/"), ("SavedModel Ki-67->H&E", "export/ki67_to_he/"),
+                    ("Keras models", "export/generator_*.keras")]
+    for label, path in outputs:
         print(f"  {label:24s} {run_dir / path}")
     if result.skipped_files or result.decode_failures:
         print(f"  skipped: {len(result.skipped_files)} unusable files while indexing, "
