@@ -81,3 +81,10 @@ def test_inception_features_rank_a_colour_shifted_set_worse():
 def test_inception_rejects_tiny_inputs():
     with pytest.raises(ValueError, match="at least 75"):
         InceptionFeatures(weights=None, image_size=32)
+
+
+def test_unloadable_weights_file_is_an_os_error_naming_the_options(tmp_path):
+    broken = tmp_path / "inception.h5"
+    broken.write_bytes(b"not an h5 file")
+    with pytest.raises(OSError, match="--fid-weights PATH"):
+        InceptionFeatures(weights=str(broken), image_size=75)

@@ -51,7 +51,7 @@ class InceptionFeatures:
         try:
             self.model = keras.applications.InceptionV3(include_top=False, pooling="avg", weights=weights,
                                                         input_shape=(image_size, image_size, 3))
-        except OSError as error:  # download or file errors
+        except Exception as error:  # Keras raises a bare Exception when the download fails, OSError for files
             raise OSError(f"InceptionV3 weights ({describe_weights(weights)}) could not be loaded: {error}; "
                           "pass --fid-weights PATH (a local no-top .h5) or --weights none") from error
         self.model.trainable = False
