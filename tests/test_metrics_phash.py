@@ -5,6 +5,7 @@ import pytest
 
 from virtual_ihc.evaluation.phash import PerceptualHash, phash_bits, phash_scores
 from virtual_ihc.evaluation.resnet18 import build_resnet18, load_torchvision_weights
+from virtual_ihc.evaluation.tiles import EvaluationInputError
 
 
 @pytest.fixture(scope="module")
@@ -81,5 +82,5 @@ def test_missing_weights_explain_how_to_get_them(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match="python -m virtual_ihc.evaluation.resnet18"):
         build_resnet18("layer2", weights="imagenet")
     np.savez(tmp_path / "partial.npz", **{"conv1.weight": np.zeros((64, 3, 7, 7), np.float32)})
-    with pytest.raises(KeyError, match="bn1.weight"):
+    with pytest.raises(EvaluationInputError, match="bn1.weight"):
         load_torchvision_weights(build_resnet18("layer1"), tmp_path / "partial.npz")

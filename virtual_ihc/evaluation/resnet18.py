@@ -30,6 +30,7 @@ import keras
 import numpy as np
 from keras import layers
 
+from virtual_ihc.evaluation.tiles import EvaluationInputError
 from virtual_ihc.weights import describe_weights
 
 logger = logging.getLogger(__name__)
@@ -116,7 +117,7 @@ def load_torchvision_weights(model: keras.Model, path: str | Path) -> int:
     Conv kernels go from PyTorch ``(out, in, kh, kw)`` to Keras ``(kh, kw, in, out)``;
     batch norms take ``weight, bias, running_mean, running_var``. Entries of
     stages the model does not have (and ``fc``) are ignored; a layer of the
-    model missing from the file is an error.
+    model missing from the file raises :class:`EvaluationInputError`.
     """
     with np.load(path) as data:
         state = {key: data[key] for key in data.files}
@@ -141,7 +142,7 @@ def _torch_key(keras_name: str, parameter: str) -> str:
 
 def _require(state: dict[str, np.ndarray], key: str, path) -> np.ndarray:
     if key not in state:
-        raise KeyError(f"{path}: no entry {key!r}; is this a torchvision ResNet-18 state_dict?")
+        raise EvaluationInputError(f"{path}: no entry {key!r}; is this a torchvision ResNet-18 state_dict?")
     return state[key]
 
 
