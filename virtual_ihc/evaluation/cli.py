@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable
 
 from virtual_ihc.config import ConfigError
+from virtual_ihc.data.io import ImageReadError
 from virtual_ihc.evaluation.distribution import INCEPTION_SIZE, KID_SUBSET_SIZE, KID_SUBSETS
 from virtual_ihc.evaluation.phash import PHASH_LAYER, PHASH_THRESHOLD
 from virtual_ihc.evaluation.resnet18 import STAGES
@@ -98,7 +99,7 @@ def run_and_report(action: Callable[[], dict], header: str) -> int:
     """Run ``action`` (returning outputs by name), print where they went; bad input -> ``error: ...``, 2."""
     try:
         outputs = action()
-    except (EvaluationInputError, ConfigError, OSError) as error:
+    except (EvaluationInputError, ConfigError, ImageReadError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"\n{header}")
