@@ -160,6 +160,10 @@ def run(args: argparse.Namespace) -> int:
 
             try:
                 result = stain_file(input_path, output_path, model, options, normalizer, progress)
+            except KeyboardInterrupt:
+                print(f"interrupted: rerun with --resume to continue {input_path.name} where it stopped",
+                      file=sys.stderr)
+                return 130
             except (ImageReadError, SlideMetadataError, ValueError) as error:
                 failures += 1
                 print(f"{input_path.name}: FAILED: {error}", file=sys.stderr)
