@@ -35,11 +35,12 @@ import numpy as np
 
 from virtual_ihc.data.io import TIFF_EXTENSIONS, write_image_rgb
 from virtual_ihc.data.slides import (LevelChoice, Slide, SlideMetadataError, choose_level, open_slide,
-                                     output_size, read_downsampled, read_scaled_region)
+                                     output_size, read_downsampled)
 from virtual_ihc.data.stain_normalization import StainNormalizer, fit_stain_stats
 from virtual_ihc.data.tissue import tissue_mask
 from virtual_ihc.data.wsi_tiling import grid_tissue_fractions
 from virtual_ihc.inference.pyramid import RawImage, write_pyramid
+from virtual_ihc.inference.regions import RegionReader
 from virtual_ihc.inference.stitching import (FinishedBand, StitchOptions, TileLayout, TileModel, TileReader,
                                              stitch_rows)
 
@@ -152,12 +153,14 @@ def processing_level(slide: Slide, options: StainOptions, model_mpp: float | Non
         return choose_level(slide)
 
 
-def _tile_reader(slide: Slide, choice, normalizer: StainNormalizer | None, overview: np.ndarray) -> TileReader:
-    stats = fit_stain_stats(normalizer.method, overview) if normalizer is not None else None
+def _normalized(read_region: TileReader, normalizer: StainNormalizer | None, overview: np.ndarray) -> TileReader:
+    """``read_region`` followed by stain normalisation with statistics fitted once on the overview."""
+    if normalizer is None:
+        return read_region
+    stats = fit_stain_stats(normalizer.method, overview)
 
     def read_tile(y: int, x: int, height: int, width: int) -> np.ndarray:
-        tile = read_scaled_region(slide, choice, x, y, width, height)
-        return normalizer.transform(tile, stats) if normalizer is not None else tile
+        return normalizer.transform(read_region(y, x, height, width), stats)
 
     return read_tile
 
@@ -224,7 +227,8 @@ def stain_file(input_path: str | os.PathLike, output_path: str | os.PathLike, mo
         logger.info("%s exists: skipped (resume)", output_path)
         result.skipped = True
         return result
-    with open_slide(input_path, mpp=options.mpp, objective_power=options.objective_power) as slide:
+    with contextlib.ExitStack() as stack:
+        slide = stack.enter_context(open_slide(input_path, mpp=options.mpp, objective_power=options.objective_power))
         choice = processing_level(slide, options, getattr(model, "mpp", None))
         width, height = output_size(slide, choice)
         layout = (TileLayout.whole(height, width) if options.whole
@@ -235,7 +239,8 @@ def stain_file(input_path: str | os.PathLike, output_path: str | os.PathLike, mo
             is_tissue = np.ones((layout.num_rows, len(layout.col_starts)), bool)
         else:
             is_tissue = tissue_tiles(overview, layout, overview_scale, options.stitch.min_tissue)
-        read_tile = _tile_reader(slide, choice, normalizer, overview)
+        read_tile = _normalized(stack.enter_context(contextlib.closing(RegionReader(slide, choice))), normalizer,
+                                overview)
         result.width, result.height, result.downsample = width, height, choice.downsample
         result.mpp = slide.mpp * choice.downsample if slide.mpp is not None else None
         result.tiles_total = layout.num_tiles
