@@ -13,7 +13,7 @@ from test_evaluation_pipeline import TINY, write_untrained_run
 from virtual_ihc.config import ConfigError
 from virtual_ihc.evaluation.report import read_metrics_csv
 from virtual_ihc.experiments.ablation import (VARIANTS, configure_parser, is_complete, run_ablation,
-                                              variant_configs, variant_overrides)
+                                              training_overrides, variant_configs, variant_overrides)
 
 
 def _args(argv: list[str]) -> argparse.Namespace:
@@ -39,6 +39,15 @@ def test_variants_differ_only_in_skip_and_ssim_weight(tmp_path):
     assert all(values == shared[0] for values in shared)
     assert shared[0]["train"]["seed"] == 3
     assert len({config.run_dir for config in configs.values()}) == 4
+
+
+def test_command_line_training_options_reach_every_variant(tmp_path):
+    args = _args(["--out", str(tmp_path), "--epochs", "2", "--steps-per-epoch", "5", "--seed", "4", "--no-export"])
+    configs = variant_configs(tmp_path, list(VARIANTS), training_overrides(args))
+    assert {(c.train.epochs, c.train.steps_per_epoch, c.train.seed, c.train.export) for c in configs.values()} \
+        == {(2, 5, 4, False)}
+    default = variant_configs(tmp_path, ["skip"], training_overrides(_args(["--out", str(tmp_path)])))
+    assert default["skip"].train.export  # without --no-export the config's default stays
 
 
 def test_ssim_variants_use_the_configured_beta(tmp_path):

@@ -110,6 +110,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     training.add_argument("--he-dir", help="H&E training tiles (default: procedural sample data)")
     training.add_argument("--ki67-dir", help="Ki-67 training tiles")
     training.add_argument("--sample-train-tiles", type=int, help="sample data: training tiles per stain")
+    training.add_argument("--no-export", dest="export", action="store_false", default=None,
+                          help="skip the SavedModel/.keras export of each run (the evaluation reads checkpoints)")
     evaluation = parser.add_argument_group("evaluation")
     evaluation.add_argument("--eval-he-dir", help="H&E evaluation tiles (default: the sample data's val split)")
     evaluation.add_argument("--eval-ki67-dir", help="real Ki-67 evaluation tiles")
@@ -125,10 +127,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     evaluation.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
-def _training_overrides(args: argparse.Namespace) -> dict:
+def training_overrides(args: argparse.Namespace) -> dict:
+    """The shared training options given on the command line, nested like ``config.json``."""
     values: dict = {"train": {"seed": args.seed}, "data": {}}
-    for section, name in (("train", "epochs"), ("train", "steps_per_epoch"), ("data", "he_dir"),
-                          ("data", "ki67_dir"), ("data", "sample_train_tiles")):
+    for section, name in (("train", "epochs"), ("train", "steps_per_epoch"), ("train", "export"),
+                          ("data", "he_dir"), ("data", "ki67_dir"), ("data", "sample_train_tiles")):
         if getattr(args, name) is not None:
             values[section][name] = getattr(args, name)
     return values
@@ -137,7 +140,7 @@ def _training_overrides(args: argparse.Namespace) -> dict:
 def run_ablation(args: argparse.Namespace, train: Callable[..., object] | None = None) -> dict[str, Path]:
     """Train the variants and evaluate them into ``OUT/evaluation``; returns the written outputs."""
     out = Path(args.out)
-    overrides = _training_overrides(args)
+    overrides = training_overrides(args)
     file_values = load_config_file(args.config) if args.config else None
     eval_he, eval_ki67 = args.eval_he_dir, args.eval_ki67_dir
     if args.he_dir is None:
