@@ -11,9 +11,7 @@ from virtual_ihc.data.synthetic import make_layout, render_he
 from virtual_ihc.data.synthetic_slides import write_image_as_slide
 from virtual_ihc.export import export_saved_model
 from virtual_ihc.inference.model import StainModel
-from virtual_ihc.data.slides import choose_level, open_slide, read_scaled_region
 from virtual_ihc.inference.pyramid import RawImage, reduce_by_two
-from virtual_ihc.inference.regions import RegionReader
 from virtual_ihc.inference.stitching import StitchOptions
 from virtual_ihc.inference.whole_slide import StainOptions, partial_dir, stain_file
 
@@ -99,15 +97,3 @@ def test_jpeg_output_stays_close_to_the_input(slide, identity_model, tmp_path):
     assert np.abs(level0 - slide[1]).mean() < 4  # two JPEG encodings
 
 
-@pytest.mark.parametrize("target_mpp", [None, 1.0, 0.8])
-def test_region_reader_returns_the_slide_readers_pixels(slide, target_mpp):
-    """Inside the slide, across its edge (transparent pixels), at level 1 and resized."""
-    with open_slide(slide[0]) as source:
-        choice = choose_level(source, target_mpp=target_mpp)
-        reader = RegionReader(source, choice)
-        try:
-            for y, x in [(10, 20), (-30, -40), (300, 200)]:
-                np.testing.assert_array_equal(reader(y, x, 100, 130),
-                                              read_scaled_region(source, choice, x, y, 130, 100))
-        finally:
-            reader.close()

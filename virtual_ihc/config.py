@@ -81,6 +81,8 @@ class DataConfig:
     tile_overlap: int = _field(144, "overlap of tiles cut from large images")
     crop_size: int = _field(288, "random crop fed to the networks (multiple of 8, <= tile_size)")
     min_tissue: float = _field(0.25, "reject tiles cut from large images with less tissue than this fraction")
+    mpp: float | None = _field(None, "micrometres per pixel of the training tiles (0.5 at 20x), recorded in the "
+                                     "export so that virtual-ihc stain reads slides at the same resolution")
     augment: bool = _field(True, "random crop, flips and 90-degree rotations")
     max_val_tiles: int = _field(64, "validation tiles used per epoch")
     sample_train_tiles: int = _field(400, "built-in sample data: tiles per stain for training")
@@ -259,6 +261,8 @@ def validate_config(config: ExperimentConfig, num_replicas: int = 1) -> None:
         raise ConfigError(f"--crop-size ({data.crop_size}) must not exceed --tile-size ({data.tile_size})")
     if data.tile_overlap >= data.tile_size:
         raise ConfigError(f"--tile-overlap ({data.tile_overlap}) must be smaller than --tile-size ({data.tile_size})")
+    if data.mpp is not None and data.mpp <= 0:
+        raise ConfigError(f"--mpp must be positive, got {data.mpp}")
     if not 0.0 <= data.min_tissue <= 1.0:
         raise ConfigError(f"--min-tissue must be in [0, 1], got {data.min_tissue}")
     if not 0.0 <= data.val_fraction < 1.0:

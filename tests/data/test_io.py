@@ -45,3 +45,14 @@ def test_unreadable_files_raise_an_error_naming_the_file(tmp_path, content):
 def test_unsupported_shapes_are_rejected():
     with pytest.raises(ImageReadError, match="channel"):
         to_rgb_uint8(np.zeros((4, 4, 5), np.uint8))
+
+
+def test_opaque_rgba_regions_take_the_fast_path_with_the_same_pixels():
+    rng = np.random.default_rng(0)
+    rgba = rng.integers(0, 256, (16, 16, 4), dtype=np.uint8)
+    rgba[..., 3] = 255
+    np.testing.assert_array_equal(to_rgb_uint8(rgba), rgba[..., :3])
+    rgba[0, 0, 3] = 0  # one transparent pixel: composited over white
+    blended = to_rgb_uint8(rgba)
+    assert blended[0, 0].tolist() == [255, 255, 255]
+    np.testing.assert_array_equal(blended[1:], rgba[1:, :, :3])

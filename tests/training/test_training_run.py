@@ -40,8 +40,12 @@ def test_run_directory_holds_every_output(trained_run):
     for key in ("generator_loss", "cycle_l1_loss", "cycle_ssim_loss", "discriminator_ki67_loss",
                 "val_he_cycle_ssim", "val_he_cycle_psnr", "val_he_cycle_mae", "learning_rate"):
         assert np.isfinite(float(rows[-1][key])), key
+    from virtual_ihc.export import read_model_metadata
+
     for direction in ("he_to_ki67", "ki67_to_he"):
         assert (run_dir / "export" / direction / "saved_model.pb").is_file()
+        metadata = read_model_metadata(run_dir / "export" / direction)
+        assert metadata["direction"] == direction and metadata["tile_size"] == config.data.crop_size
         assert (run_dir / "export" / f"generator_{direction}.keras").is_file()
     assert not [p for p in run_dir.rglob(".*tmp*")]
 

@@ -68,6 +68,8 @@ def to_rgb_uint8(image: np.ndarray, source: str = "<array>") -> np.ndarray:
     elif channels == 2:  # grey + alpha
         grey, alpha = image[:, :, :1].astype(np.float32), image[:, :, 1:2].astype(np.float32) / 255.0
         image = np.repeat(grey * alpha + 255.0 * (1.0 - alpha), 3, axis=2)
+    elif channels == 4 and image.dtype == np.uint8 and image[:, :, 3].min() == 255:
+        image = image[:, :, :3]  # opaque (e.g. every slide region inside the scan): nothing to blend
     elif channels == 4:
         rgb, alpha = image[:, :, :3].astype(np.float32), image[:, :, 3:4].astype(np.float32) / 255.0
         image = rgb * alpha + 255.0 * (1.0 - alpha)

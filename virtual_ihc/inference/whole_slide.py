@@ -35,12 +35,11 @@ import numpy as np
 
 from virtual_ihc.data.io import TIFF_EXTENSIONS, write_image_rgb
 from virtual_ihc.data.slides import (LevelChoice, Slide, SlideMetadataError, choose_level, open_slide,
-                                     output_size, read_downsampled)
+                                     output_size, read_downsampled, read_scaled_region)
 from virtual_ihc.data.stain_normalization import StainNormalizer, fit_stain_stats
 from virtual_ihc.data.tissue import tissue_mask
 from virtual_ihc.data.wsi_tiling import grid_tissue_fractions
 from virtual_ihc.inference.pyramid import RawImage, write_pyramid
-from virtual_ihc.inference.regions import RegionReader
 from virtual_ihc.inference.stitching import (FinishedBand, StitchOptions, TileLayout, TileModel, TileReader,
                                              stitch_rows)
 
@@ -153,6 +152,11 @@ def processing_level(slide: Slide, options: StainOptions, model_mpp: float | Non
         return choose_level(slide)
 
 
+def read_tile_region(slide, choice, y: int, x: int, height: int, width: int) -> np.ndarray:
+    """``uint8`` RGB ``(height, width, 3)`` at ``(y, x)`` in processing-resolution pixels."""
+    return read_scaled_region(slide, choice, x, y, width, height)
+
+
 def _normalized(read_region: TileReader, normalizer: StainNormalizer | None, overview: np.ndarray) -> TileReader:
     """``read_region`` followed by stain normalisation with statistics fitted once on the overview."""
     if normalizer is None:
@@ -239,8 +243,7 @@ def stain_file(input_path: str | os.PathLike, output_path: str | os.PathLike, mo
             is_tissue = np.ones((layout.num_rows, len(layout.col_starts)), bool)
         else:
             is_tissue = tissue_tiles(overview, layout, overview_scale, options.stitch.min_tissue)
-        read_tile = _normalized(stack.enter_context(contextlib.closing(RegionReader(slide, choice))), normalizer,
-                                overview)
+        read_tile = _normalized(functools.partial(read_tile_region, slide, choice), normalizer, overview)
         result.width, result.height, result.downsample = width, height, choice.downsample
         result.mpp = slide.mpp * choice.downsample if slide.mpp is not None else None
         result.tiles_total = layout.num_tiles

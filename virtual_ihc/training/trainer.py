@@ -191,7 +191,8 @@ def run_training(config: ExperimentConfig, resume: bool = False, overwrite: bool
     exports = {}
     if train.export:
         exports = export_generators({"he_to_ki67": model.generator_he_to_ki67,
-                                     "ki67_to_he": model.generator_ki67_to_he}, run_dir / "export")
+                                     "ki67_to_he": model.generator_ki67_to_he}, run_dir / "export",
+                                    tile_size=crop, mpp=config.data.mpp)
     skipped = {**he.skipped, **ki67.skipped, **he_val.skipped, **ki67_val.skipped}
     return TrainingResult(run_dir=run_dir, epochs_completed=max(initial_epoch, train.epochs),
                           steps_per_epoch=steps_per_epoch, history=history.history, exports=exports,
