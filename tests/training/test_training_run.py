@@ -125,3 +125,19 @@ def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
 
     with pytest.raises(FileNotFoundError, match="--resume: no checkpoint"):
         run_training(tiny_config_for(tmp_path / "empty"), resume=True)
+
+
+@pytest.mark.parametrize("precision, compute_dtype, loss_scaled", [
+    ("mixed_float16", "float16", True), ("mixed_bfloat16", "bfloat16", False), ("none", "float32", False)])
+def test_mixed_precision_policies_and_loss_scaling(tmp_path, precision, compute_dtype, loss_scaled):
+    from tests_support import tiny_config_for
+    from virtual_ihc.training.trainer import build_cycle_gan, compile_cycle_gan
+
+    config = tiny_config_for(tmp_path, train={"mixed_precision": precision})
+    model = build_cycle_gan(config)
+    compile_cycle_gan(model, config, steps_per_epoch=3)
+    assert model.generator_he_to_ki67.get_layer("stem_conv").compute_dtype == compute_dtype
+    assert model.generator_he_to_ki67.get_layer("stem_conv").kernel.dtype == "float32"
+    assert model.generator_he_to_ki67.output.dtype == "float32"
+    assert isinstance(model.generator_optimizer, keras.optimizers.LossScaleOptimizer) == loss_scaled
+    assert keras.mixed_precision.global_policy().name == "float32"  # restored after building
