@@ -22,10 +22,7 @@ import yaml
 
 def _field(default: Any, help: str, choices: tuple | None = None, **kwargs: Any) -> Any:
     """A dataclass field with its command-line help (and allowed values) attached."""
-    metadata = {"help": help, "choices": choices}
-    if isinstance(default, (list, dict)):
-        return dataclasses.field(default_factory=lambda: type(default)(default), metadata=metadata, **kwargs)
-    return dataclasses.field(default=default, metadata=metadata, **kwargs)
+    return dataclasses.field(default=default, metadata={"help": help, "choices": choices}, **kwargs)
 
 
 @dataclasses.dataclass

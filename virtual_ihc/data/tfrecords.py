@@ -17,7 +17,10 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
+
+if TYPE_CHECKING:  # TensorFlow is imported only inside the functions that need it
+    import tensorflow as tf
 
 IMAGE_KEY = "image"
 SLIDE_KEY = "slide"
@@ -104,7 +107,7 @@ def decode_tile_image(serialized):
     return tf.io.decode_png(parse_tile_example(serialized)[IMAGE_KEY], channels=3)
 
 
-def tile_record_dataset(files: list[str]) -> "tf.data.Dataset":
+def tile_record_dataset(files: list[str]) -> tf.data.Dataset:
     """Tiles of TFRecord shards as ``uint8 [H, W, 3]`` tensors, in file order.
 
     Args:
