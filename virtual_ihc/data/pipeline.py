@@ -61,18 +61,17 @@ class TileSource:
 class DomainIndex:
     """The tiles of one stain domain, and the files that could not be used.
 
-    Either ``sources`` (image files and regions) or ``records`` (TFRecord shards
-    holding ``record_count`` tiles) is filled.
+    Either ``sources`` (image files and regions) or ``records`` (TFRecord shard ->
+    number of tiles in it) is filled.
     """
 
     name: str
     sources: list[TileSource]
     skipped: dict[str, str]  # path -> reason
-    records: list[str] = dataclasses.field(default_factory=list)
-    record_count: int = 0
+    records: dict[str, int] = dataclasses.field(default_factory=dict)
 
     def __len__(self) -> int:
-        return self.record_count if self.records else len(self.sources)
+        return sum(self.records.values()) if self.records else len(self.sources)
 
 
 class DecodeFailures:
@@ -170,11 +169,12 @@ def index_records(folder: Path, name: str) -> DomainIndex | None:
     shards = [str(path) for path in list_tfrecords(folder)]
     if not shards:
         return None
-    count = sum(1 for _ in tf.data.TFRecordDataset(shards).ignore_errors())
-    if count == 0:
+    # counted once here; validation splits and steps per epoch reuse the counts
+    counts = {shard: sum(1 for _ in tf.data.TFRecordDataset(shard).ignore_errors()) for shard in shards}
+    if not any(counts.values()):
         raise DataError(f"{name}: the TFRecord shards in {folder} hold no tiles")
-    logger.info("%s: %d tiles in %d TFRecord shards in %s", name, count, len(shards), folder)
-    return DomainIndex(name=name, sources=[], skipped={}, records=shards, record_count=count)
+    logger.info("%s: %d tiles in %d TFRecord shards in %s", name, sum(counts.values()), len(shards), folder)
+    return DomainIndex(name=name, sources=[], skipped={}, records=counts)
 
 
 def split_validation(index: DomainIndex, fraction: float, seed: int) -> tuple[DomainIndex, DomainIndex]:
@@ -190,8 +190,9 @@ def split_validation(index: DomainIndex, fraction: float, seed: int) -> tuple[Do
                             "give a validation folder")
         val_shards = set(np.random.default_rng(seed).permutation(shards)[:count].tolist())
         train_shards = [shard for shard in shards if shard not in val_shards]
-        return tuple(index_records_subset(index, subset, suffix)
-                     for subset, suffix in ((train_shards, ""), (sorted(val_shards), " (val)")))
+        subset = lambda shards: {shard: index.records[shard] for shard in shards}  # noqa: E731
+        return (DomainIndex(index.name, [], index.skipped, subset(train_shards)),
+                DomainIndex(f"{index.name} (val)", [], {}, subset(sorted(val_shards))))
     paths = sorted({source.path for source in index.sources})
     rng = np.random.default_rng(seed)
     count = max(1, int(round(fraction * len(paths)))) if len(paths) > 1 else 0
@@ -202,11 +203,6 @@ def split_validation(index: DomainIndex, fraction: float, seed: int) -> tuple[Do
         raise DataError(f"{index.name}: cannot hold out validation files from {len(paths)} file(s); "
                         "give a validation folder or more files")
     return (DomainIndex(index.name, train, index.skipped), DomainIndex(f"{index.name} (val)", val, {}))
-
-
-def index_records_subset(index: DomainIndex, shards: list[str], suffix: str) -> DomainIndex:
-    count = sum(1 for _ in tf.data.TFRecordDataset(shards).ignore_errors())
-    return DomainIndex(f"{index.name}{suffix}", [], index.skipped if not suffix else {}, shards, count)
 
 
 @functools.lru_cache(maxsize=8)
@@ -288,8 +284,8 @@ def _record_stream(index: DomainIndex, seed: int, salt: int, start_element: int,
     """``(tile, ok)`` from TFRecord shards: interleaved, shuffled per pass, replayed up to ``start_element``."""
     from virtual_ihc.data.tfrecords import tile_record_dataset
 
-    buffer = min(index.record_count, 2048)
-    stream = tile_record_dataset(index.records).ignore_errors(log_warning=True)
+    buffer = min(len(index), 2048)
+    stream = tile_record_dataset(list(index.records)).ignore_errors(log_warning=True)
     stream = stream.shuffle(buffer, seed=seed * 4 + salt, reshuffle_each_iteration=True).repeat()
     large_enough = lambda tile: tf.reduce_min(tf.shape(tile)[:2]) >= crop_size  # noqa: E731
     return stream.skip(start_element).map(lambda tile: (tile, large_enough(tile)))
@@ -332,6 +328,12 @@ def make_train_dataset(he: DomainIndex, ki67: DomainIndex, batch_size: int, crop
     return dataset.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
 
+def centre_crop(tile: np.ndarray, size: int) -> np.ndarray:
+    """The central ``size`` x ``size`` window of an ``(H, W, C)`` array."""
+    top, left = (tile.shape[0] - size) // 2, (tile.shape[1] - size) // 2
+    return tile[top:top + size, left:left + size]
+
+
 def load_validation_tiles(he: DomainIndex, ki67: DomainIndex, crop_size: int, max_tiles: int,
                           failures: DecodeFailures | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Centre crops of up to ``max_tiles`` validation tiles per stain, uint8 ``(N, crop, crop, 3)``.
@@ -351,7 +353,7 @@ def load_validation_tiles(he: DomainIndex, ki67: DomainIndex, crop_size: int, ma
         if index.records:
             from virtual_ihc.data.tfrecords import tile_record_dataset
 
-            records = tile_record_dataset(index.records).ignore_errors(log_warning=True)
+            records = tile_record_dataset(list(index.records)).ignore_errors(log_warning=True)
             tiles = [tile for tile in records.repeat().take(count).as_numpy_iterator()
                      if min(tile.shape[:2]) >= crop_size]
         else:
@@ -359,8 +361,7 @@ def load_validation_tiles(he: DomainIndex, ki67: DomainIndex, crop_size: int, ma
             tiles = [tile for tile, ok in (decoder(position % len(index)) for position in range(count)) if ok]
         if not tiles:
             raise DataError(f"{index.name}: none of the validation tiles could be read")
-        stacks.append(np.stack([tile[(tile.shape[0] - crop_size) // 2:][:crop_size,
-                                     (tile.shape[1] - crop_size) // 2:][:, :crop_size] for tile in tiles]))
+        stacks.append(np.stack([centre_crop(tile, crop_size) for tile in tiles]))
     size = min(len(stacks[0]), len(stacks[1]))
     return stacks[0][:size], stacks[1][:size]
 
