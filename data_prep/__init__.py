@@ -13,7 +13,7 @@ import argparse
 import sys
 from typing import Callable
 
-from virtual_ihc.data.wsi_tiling import TilingOptions
+from virtual_ihc.slides.tiling import TilingOptions
 
 
 def add_tile_arguments(parser: argparse.ArgumentParser, overlap: int) -> None:

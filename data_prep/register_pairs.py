@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 
 from data_prep import add_tile_arguments, command_main, tiling_options
-from virtual_ihc.data.registered_pairs import register_slide_pair
-from virtual_ihc.data.registration import RegistrationOptions
+from virtual_ihc.slides.registered_pairs import register_slide_pair
+from virtual_ihc.slides.registration import RegistrationOptions
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:

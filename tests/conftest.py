@@ -11,6 +11,7 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
@@ -28,3 +29,37 @@ def tiny_config(tmp_path):
     from tests_support import tiny_config_for
 
     return lambda out=None, **sections: tiny_config_for(out or tmp_path / "run", **sections)
+
+
+# small synthetic slides written as pyramidal TIFFs (slides, data_prep and stain tests)
+
+GLASS = 245
+TISSUE = (200, 110, 160)
+
+
+def rectangle_slide_image(height: int, width: int, box: tuple[int, int, int, int], seed: int = 0) -> np.ndarray:
+    """``uint8`` RGB glass with one textured pink tissue rectangle ``box = (x0, y0, x1, y1)``."""
+    rng = np.random.default_rng(seed)
+    image = np.full((height, width, 3), GLASS, np.uint8)
+    x0, y0, x1, y1 = box
+    noise = rng.integers(-12, 13, (y1 - y0, x1 - x0, 1))
+    image[y0:y1, x0:x1] = np.clip(np.array(TISSUE) + noise, 0, 255).astype(np.uint8)
+    return image
+
+
+@pytest.fixture
+def rectangle_image():
+    """:func:`rectangle_slide_image` (a fixture, so test modules need not import this conftest)."""
+    return rectangle_slide_image
+
+
+@pytest.fixture
+def make_slide(tmp_path):
+    """``make_slide(name, image, mpp=0.25)`` writes a pyramidal tiled TIFF under ``tmp_path``."""
+
+    def make(name: str, image: np.ndarray, mpp: float | None = 0.25, **kwargs):
+        from virtual_ihc.slides.synthetic_slides import write_image_as_slide
+
+        return write_image_as_slide(tmp_path / name, image, mpp=mpp, **kwargs)
+
+    return make

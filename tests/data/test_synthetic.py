@@ -1,6 +1,6 @@
 import numpy as np
 
-from virtual_ihc.data.stains import stain_concentrations
+from virtual_ihc.histology.stains import stain_concentrations
 from virtual_ihc.data.synthetic import make_layout, render_pair, sample_tiles, write_sample_dataset
 
 

@@ -11,7 +11,7 @@ Two measurable effects, each with a margin:
 import numpy as np
 import pytest
 
-from virtual_ihc.data.stains import stain_concentrations
+from virtual_ihc.histology.stains import stain_concentrations
 from virtual_ihc.data.synthetic import sample_tiles
 from virtual_ihc.export import uint8_to_unit, unit_to_uint8
 from virtual_ihc.training.trainer import load_generators, run_training

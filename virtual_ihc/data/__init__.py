@@ -1,1 +1,1 @@
-"""Data: image I/O, stains, tissue masks, tiling, sample data and the tf.data pipeline."""
+"""The training input: image I/O, tile grids, TFRecords, the built-in sample data and the tf.data pipeline."""

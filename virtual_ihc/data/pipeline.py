@@ -35,7 +35,7 @@ import tensorflow as tf
 
 from virtual_ihc.data.io import ImageReadError, list_images, read_image_rgb
 from virtual_ihc.data.tiling import tile_grid
-from virtual_ihc.data.tissue import saturation, MIN_SATURATION
+from virtual_ihc.histology.tissue import saturation, MIN_SATURATION
 
 logger = logging.getLogger(__name__)
 

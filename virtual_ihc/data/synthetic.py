@@ -3,7 +3,7 @@
 A tile is a random tissue *layout* (stroma density, lumina, nuclei with shape,
 chromatin texture and a Ki-67 status) rendered in one or both stains by
 Beer-Lambert mixing of the standard hematoxylin, eosin and DAB vectors
-(:mod:`virtual_ihc.data.stains`):
+(:mod:`virtual_ihc.histology.stains`):
 
 - H&E: hematoxylin in every nucleus, eosin in stroma and cytoplasm;
 - Ki-67 IHC: DAB (brown) in Ki-67-positive nuclei, a hematoxylin counterstain
@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 
 from virtual_ihc.data.io import write_image_rgb
-from virtual_ihc.data.stains import STAIN_MATRIX_HED, render_beer_lambert
+from virtual_ihc.histology.stains import STAIN_MATRIX_HED, render_beer_lambert
 
 logger = logging.getLogger(__name__)
 

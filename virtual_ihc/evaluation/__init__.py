@@ -3,7 +3,6 @@
 - ``image_metrics``: SSIM, MS-SSIM, PSNR, MAE per image (reconstruction and paired);
 - ``phash`` and ``resnet18``: the paper's P-hash on a Keras ResNet-18 with torchvision's layout and weights;
 - ``distribution``: FID and KID on InceptionV3 pool features;
-- ``labelling_index``: Ki-67 labelling index by colour deconvolution and nucleus detection;
 - ``tiles``, ``models``: tile folders and pairs; runs (export or checkpoints) and folders of virtual tiles;
 - ``evaluator``: every metric of every model on every tile set;
 - ``report``, ``figures``: ``metrics.csv``, ``per_tile.csv``, ``summary.md`` and the three figures;

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from virtual_ihc.evaluation.distribution import (INCEPTION_SIZE, KID_SUBSET_SIZE, KID_SUBSETS, InceptionFeatures,
                                                  fid_warning, frechet_distance, kernel_inception_distance)
 from virtual_ihc.evaluation.image_metrics import image_metrics
-from virtual_ihc.evaluation.labelling_index import IndexOptions, TileIndex, slide_indices, tile_index
+from virtual_ihc.histology.ki67_index import IndexOptions, TileIndex, slide_indices, tile_index
 from virtual_ihc.evaluation.models import ModelEntry, Translator
 from virtual_ihc.evaluation.phash import PHASH_LAYER, PHASH_THRESHOLD, PerceptualHash, phash_scores
 from virtual_ihc.evaluation.tiles import (EvaluationInputError, TileFolder, batches, check_pairs, index_tiles,

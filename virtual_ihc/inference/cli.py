@@ -27,8 +27,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from virtual_ihc.data.io import IMAGE_EXTENSIONS, TIFF_EXTENSIONS, ImageReadError, read_image_rgb
-from virtual_ihc.data.slides import SlideMetadataError
-from virtual_ihc.data.stain_normalization import METHODS, StainNormalizer
+from virtual_ihc.slides.reader import SlideMetadataError
+from virtual_ihc.histology.normalization import METHODS, StainNormalizer
 from virtual_ihc.inference.model import DEFAULT_DIRECTION, ModelNotFoundError, StainModel
 from virtual_ihc.inference.pyramid import COMPRESSIONS
 from virtual_ihc.inference.stitching import StitchOptions

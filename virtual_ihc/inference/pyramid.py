@@ -5,7 +5,7 @@ Level 0 is stitched band by band into a raw ``uint8`` file (row-major
 pages written do not count in the process's memory). When all rows are done,
 each reduced level is made from the one above by 2 x 2 area averaging, a band
 at a time, into its own raw file, and
-:func:`~virtual_ihc.data.synthetic_slides.write_pyramidal_tiff` streams the
+:func:`~virtual_ihc.slides.synthetic_slides.write_pyramidal_tiff` streams the
 levels tile by tile into the TIFF (one top-level directory per level, the
 layout OpenSlide's generic-TIFF reader and tiffslide both open). Memory: a band
 of ``tile_size`` rows of one level; disk: 4/3 of the raw level 0.
@@ -19,7 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from virtual_ihc.data.synthetic_slides import pyramid_downsamples, write_pyramidal_tiff
+from virtual_ihc.slides.synthetic_slides import pyramid_downsamples, write_pyramidal_tiff
 
 #: TIFF tile side of the output
 TIFF_TILE = 256

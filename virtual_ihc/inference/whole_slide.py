@@ -34,11 +34,11 @@ import cv2
 import numpy as np
 
 from virtual_ihc.data.io import TIFF_EXTENSIONS, write_image_rgb
-from virtual_ihc.data.slides import (LevelChoice, Slide, SlideMetadataError, choose_level, open_slide,
+from virtual_ihc.slides.reader import (LevelChoice, Slide, SlideMetadataError, choose_level, open_slide,
                                      output_size, read_downsampled, read_scaled_region)
-from virtual_ihc.data.stain_normalization import StainNormalizer, fit_stain_stats
-from virtual_ihc.data.tissue import tissue_mask
-from virtual_ihc.data.wsi_tiling import grid_tissue_fractions
+from virtual_ihc.histology.normalization import StainNormalizer, fit_stain_stats
+from virtual_ihc.histology.tissue import tissue_mask
+from virtual_ihc.slides.tiling import grid_tissue_fractions
 from virtual_ihc.inference.pyramid import RawImage, write_pyramid
 from virtual_ihc.inference.stitching import (FinishedBand, StitchOptions, TileLayout, TileModel, TileReader,
                                              stitch_rows)
@@ -211,7 +211,7 @@ def stain_file(input_path: str | os.PathLike, output_path: str | os.PathLike, mo
 
     Args:
         input_path: image (PNG/JPEG/TIFF) or whole-slide image (anything
-            :func:`~virtual_ihc.data.slides.open_slide` reads).
+            :func:`~virtual_ihc.slides.reader.open_slide` reads).
         output_path: ``.tif``/``.tiff`` for a pyramidal TIFF, else a plain image.
         model: tile function; a :class:`~virtual_ihc.inference.model.StainModel`
             also supplies the training µm/px.

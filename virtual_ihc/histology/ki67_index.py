@@ -3,7 +3,7 @@
 Pipeline for a ``uint8`` RGB Ki-67 tile:
 
 1. colour deconvolution into hematoxylin / eosin / DAB amounts
-   (:func:`virtual_ihc.data.stains.stain_concentrations`, i.e. ``skimage.color.rgb2hed``;
+   (:func:`virtual_ihc.histology.stains.stain_concentrations`, i.e. ``skimage.color.rgb2hed``;
    amounts are optical densities divided by ln(10^6), so 0.033 is about 0.2 OD in log10 units);
 2. nuclei: hematoxylin + DAB (every nucleus carries one or the other), lightly
    smoothed, thresholded by Otsu's method (never below ``min_nuclear_density``),
@@ -27,7 +27,7 @@ from skimage.feature import peak_local_max
 from skimage.filters import gaussian, threshold_otsu
 from skimage.segmentation import watershed
 
-from virtual_ihc.data.stains import stain_concentrations
+from virtual_ihc.histology.stains import stain_concentrations
 
 #: tile names ``<slide>_x<X>_y<Y>.<ext>`` (as the registered-pair tiler writes them) -> slide
 _TILE_SUFFIX = re.compile(r"_x\d+_y\d+$")

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from data_prep.register_pairs import main as register_main
-from virtual_ihc.data.registered_pairs import load_registration
-from virtual_ihc.data.registration import (Registration, checkerboard, mutual_information,
+from virtual_ihc.slides.registered_pairs import load_registration
+from virtual_ihc.slides.registration import (Registration, checkerboard, mutual_information,
                                            normalized_cross_correlation)
 from virtual_ihc.data.synthetic import make_layout, render_he, render_ki67, smooth_deformation
 
@@ -61,7 +61,7 @@ def synthetic_pair():
 
 @pytest.fixture(scope="module")
 def registered(synthetic_pair, tmp_path_factory):
-    from virtual_ihc.data.synthetic_slides import write_image_as_slide
+    from virtual_ihc.slides.synthetic_slides import write_image_as_slide
 
     he, ki67, _, _ = synthetic_pair
     folder = tmp_path_factory.mktemp("registration")
@@ -97,7 +97,7 @@ def test_dense_step_improves_on_affine_which_improves_on_nothing(registered):
 @pytest.mark.slow
 def test_paired_tiles_share_names_and_show_the_same_nuclei(registered):
     from virtual_ihc.data.io import read_image_rgb
-    from virtual_ihc.data.registration import nuclear_density
+    from virtual_ihc.slides.registration import nuclear_density
 
     he_names = sorted(path.name for path in (registered / "pairs" / "he").glob("*.png"))
     ki67_names = sorted(path.name for path in (registered / "pairs" / "ki67").glob("*.png"))
@@ -110,7 +110,7 @@ def test_paired_tiles_share_names_and_show_the_same_nuclei(registered):
 
 
 def test_rotation_search_recovers_a_quarter_turn():
-    from virtual_ihc.data.registration import register_images
+    from virtual_ihc.slides.registration import register_images
 
     rng = np.random.default_rng(3)
     layout = make_layout(rng, (320, 320), nucleus_radius=4.0)
@@ -124,7 +124,7 @@ def test_rotation_search_recovers_a_quarter_turn():
 
 
 def test_missing_mpp_ends_with_a_message_naming_file_and_option(tmp_path, capsys):
-    from virtual_ihc.data.synthetic_slides import write_image_as_slide
+    from virtual_ihc.slides.synthetic_slides import write_image_as_slide
 
     image = np.full((256, 256, 3), 200, np.uint8)
     he = write_image_as_slide(tmp_path / "he_nompp.tif", image)

@@ -10,9 +10,9 @@ import pytest
 
 from virtual_ihc.cli import main
 from virtual_ihc.data.io import read_image_rgb, write_image_rgb
-from virtual_ihc.data.stain_normalization import StainNormalizer, fit_stain_stats
+from virtual_ihc.histology.normalization import StainNormalizer, fit_stain_stats
 from virtual_ihc.data.synthetic import make_layout, render_he
-from virtual_ihc.data.synthetic_slides import write_image_as_slide
+from virtual_ihc.slides.synthetic_slides import write_image_as_slide
 from virtual_ihc.export import export_saved_model, model_metadata
 from virtual_ihc.inference.cli import output_name
 

@@ -1,9 +1,9 @@
 """Whole-slide tiling: tissue tiles of many slides into train/test folders per stain.
 
-For each slide (:class:`~virtual_ihc.data.splits.SlideEntry`):
+For each slide (:class:`~virtual_ihc.slides.splits.SlideEntry`):
 
 1. choose the pyramid level and resize for the target resolution
-   (:func:`~virtual_ihc.data.slides.choose_level`);
+   (:func:`~virtual_ihc.slides.reader.choose_level`);
 2. compute a tissue mask on a low-resolution view (``mask_downsample`` output
    pixels per mask pixel) and keep grid tiles whose masked fraction is at least
    ``min_tissue`` -- background is never read at full resolution;
@@ -40,12 +40,12 @@ import cv2
 import numpy as np
 
 from virtual_ihc.data.io import encode_png, write_image_rgb
-from virtual_ihc.data.slides import (LevelChoice, choose_level, open_slide,
+from virtual_ihc.slides.reader import (LevelChoice, choose_level, open_slide,
                                      output_size, read_downsampled, read_scaled_region)
-from virtual_ihc.data.splits import TEST_FRACTION, SlideEntry, assign_splits, read_slide_table, write_slide_table
-from virtual_ihc.data.stain_normalization import StainNormalizer, StainStats, fit_stain_stats
+from virtual_ihc.slides.splits import TEST_FRACTION, SlideEntry, assign_splits, read_slide_table, write_slide_table
+from virtual_ihc.histology.normalization import StainNormalizer, StainStats, fit_stain_stats
 from virtual_ihc.data.tiling import tile_grid
-from virtual_ihc.data.tissue import tissue_mask
+from virtual_ihc.histology.tissue import tissue_mask
 
 logger = logging.getLogger(__name__)
 
@@ -317,7 +317,7 @@ def tile_slides(entries: list[SlideEntry], out_dir: str | os.PathLike, options: 
         entries: slides; their ``split`` is assigned here when empty (by slide / pair / patient).
         out_dir: output folder.
         options: tile size, overlap, resolution, tissue threshold, format.
-        test_fraction, seed, test_ids: see :func:`~virtual_ihc.data.splits.assign_splits`.
+        test_fraction, seed, test_ids: see :func:`~virtual_ihc.slides.splits.assign_splits`.
         normalizer: stain normaliser applied to H&E tiles (``None`` = none).
         workers: processes (1 = in this process).
         progress: show a progress bar over tiles.

@@ -20,7 +20,7 @@ resolution view) and passed to :meth:`StainNormalizer.transform` for every tile,
 so all tiles of a slide get the same mapping; the target statistics are saved as
 JSON (:meth:`StainNormalizer.save`) to apply the same normalisation at inference.
 Optical density uses the natural logarithm with ``I0 = 255``, as
-:mod:`virtual_ihc.data.stains` does.
+:mod:`virtual_ihc.histology.stains` does.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from virtual_ihc.data.stains import EOSIN, HEMATOXYLIN
+from virtual_ihc.histology.stains import EOSIN, HEMATOXYLIN
 
 METHODS = ("macenko", "reinhard", "vahadane")
 #: optical density below which a channel counts as glass (Macenko's beta)

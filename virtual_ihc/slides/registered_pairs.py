@@ -2,7 +2,7 @@
 
 :func:`register_slide_pair` reads both slides at a working resolution (a target
 µm/px or magnification, as for tiling), registers them on reduced views
-(:mod:`virtual_ihc.data.registration`), then cuts tissue tiles on the H&E grid
+(:mod:`virtual_ihc.slides.registration`), then cuts tissue tiles on the H&E grid
 and resamples the Ki-67 slide region by region onto each tile. Outputs::
 
     OUT/pairs/he/<pair>_x<X>_y<Y>.png     OUT/pairs/ki67/<pair>_x<X>_y<Y>.png  (same names)
@@ -27,12 +27,12 @@ import cv2
 import numpy as np
 
 from virtual_ihc.data.io import write_image_rgb
-from virtual_ihc.data.registration import (Registration, RegistrationOptions, checkerboard, density_overlay,
+from virtual_ihc.slides.registration import (Registration, RegistrationOptions, checkerboard, density_overlay,
                                            nuclear_density, register_images, warp_to_he)
-from virtual_ihc.data.slides import (LevelChoice, Slide, choose_level, open_slide, output_size,
+from virtual_ihc.slides.reader import (LevelChoice, Slide, choose_level, open_slide, output_size,
                                      read_downsampled, read_scaled_region)
-from virtual_ihc.data.splits import SlideEntry, slide_id_for
-from virtual_ihc.data.wsi_tiling import TilingOptions, plan_slide
+from virtual_ihc.slides.splits import SlideEntry, slide_id_for
+from virtual_ihc.slides.tiling import TilingOptions, plan_slide
 
 logger = logging.getLogger(__name__)
 

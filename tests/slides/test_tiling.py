@@ -7,8 +7,8 @@ import pytest
 
 from data_prep.tile_slides import main as tile_main
 from virtual_ihc.data.io import read_image_rgb, write_image_rgb
-from virtual_ihc.data.splits import SlideEntry, entries_from_paths
-from virtual_ihc.data.wsi_tiling import (TilingOptions, grid_tissue_fractions, plan_slide, read_manifest,
+from virtual_ihc.slides.splits import SlideEntry, entries_from_paths
+from virtual_ihc.slides.tiling import (TilingOptions, grid_tissue_fractions, plan_slide, read_manifest,
                                          tile_slides)
 
 #: tissue box (x0, y0, x1, y1) in level-0 pixels of a 1536 x 1024 slide scanned at 0.25 µm/px

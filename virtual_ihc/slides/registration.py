@@ -32,8 +32,8 @@ import math
 import cv2
 import numpy as np
 
-from virtual_ihc.data.stains import stain_concentrations
-from virtual_ihc.data.tissue import tissue_mask
+from virtual_ihc.histology.stains import stain_concentrations
+from virtual_ihc.histology.tissue import tissue_mask
 
 logger = logging.getLogger(__name__)
 

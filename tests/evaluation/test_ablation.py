@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from test_evaluation_pipeline import TINY, write_untrained_run
+from test_evaluator import TINY, write_untrained_run
 from virtual_ihc.config import ConfigError
 from virtual_ihc.evaluation.report import read_metrics_csv
 from virtual_ihc.experiments.ablation import (VARIANTS, configure_parser, is_complete, run_ablation,

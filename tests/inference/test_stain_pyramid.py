@@ -8,7 +8,7 @@ import pytest
 import tiffslide
 
 from virtual_ihc.data.synthetic import make_layout, render_he
-from virtual_ihc.data.synthetic_slides import write_image_as_slide
+from virtual_ihc.slides.synthetic_slides import write_image_as_slide
 from virtual_ihc.export import export_saved_model
 from virtual_ihc.inference.model import StainModel
 from virtual_ihc.inference.pyramid import RawImage, reduce_by_two

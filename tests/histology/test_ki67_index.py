@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from virtual_ihc.data.synthetic import render_pair
-from virtual_ihc.evaluation.labelling_index import TileIndex, segment_nuclei, slide_indices, slide_of, tile_index
-from virtual_ihc.data.stains import stain_concentrations
+from virtual_ihc.histology.ki67_index import TileIndex, segment_nuclei, slide_indices, slide_of, tile_index
+from virtual_ihc.histology.stains import stain_concentrations
 
 
 @pytest.fixture(scope="module")

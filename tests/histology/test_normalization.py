@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from virtual_ihc.data.stain_normalization import (METHODS, StainNormalizer, fit_stain_stats, macenko_stain_matrix,
+from virtual_ihc.histology.normalization import (METHODS, StainNormalizer, fit_stain_stats, macenko_stain_matrix,
                                                   optical_density, vahadane_stain_matrix)
-from virtual_ihc.data.stains import render_beer_lambert
+from virtual_ihc.histology.stains import render_beer_lambert
 
 
 def unit_rows(matrix) -> np.ndarray:

@@ -7,7 +7,7 @@ import pytest
 import tifffile
 
 from virtual_ihc.data.synthetic import make_layout, render_he
-from virtual_ihc.data.synthetic_slides import write_image_as_slide
+from virtual_ihc.slides.synthetic_slides import write_image_as_slide
 from virtual_ihc.inference.stitching import StitchOptions
 from virtual_ihc.inference.whole_slide import STATE_FILE, StainOptions, partial_dir, stain_file
 
