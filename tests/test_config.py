@@ -91,3 +91,20 @@ def test_help_lists_options_with_defaults():
     result = subprocess.run([sys.executable, "train.py", "--help"], capture_output=True, text=True, check=True)
     assert "--ssim-weight" in result.stdout and "(default: 5.0" in result.stdout
     assert "--no-skip" in result.stdout and "--mixed-precision" in result.stdout
+
+
+def _float_options():
+    for section in SECTIONS:
+        owner = type(getattr(ExperimentConfig(), section))
+        hints = __import__("typing").get_type_hints(owner)
+        for field in dataclasses.fields(owner):
+            if hints[field.name] in (float, float | None):
+                yield section, field.name
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+@pytest.mark.parametrize("section, name", list(_float_options()))
+def test_non_finite_float_options_are_rejected(section, name, value):
+    flag = f"--{'disc-' if section == 'discriminator' else ''}{name.replace('_', '-')}"
+    with pytest.raises(ConfigError, match=f"{flag} must be a finite number"):
+        cli.config_from_args(_parse(f"{flag}={value}"))

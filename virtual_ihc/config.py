@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -246,6 +247,8 @@ def validate_config(config: ExperimentConfig, num_replicas: int = 1) -> None:
             choices = field.metadata.get("choices")
             if choices and value not in choices:
                 raise ConfigError(f"{_option(section_name, field.name)}: {value!r} is not one of {list(choices)}")
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"{_option(section_name, field.name)} must be a finite number, got {value}")
             if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
                 raise ConfigError(f"{_option(section_name, field.name)} must not be negative, got {value}")
     generator, data, train = config.generator, config.data, config.train
