@@ -1,9 +1,15 @@
+import os
+import stat
+import subprocess
+import sys
+
 import cv2
 import numpy as np
 import pytest
 import tifffile
 
-from virtual_ihc.data.io import ImageReadError, read_image_rgb, to_rgb_uint8, write_image_rgb
+from virtual_ihc.data.io import (ImageReadError, read_image_rgb, remove_orphaned_temporaries, to_rgb_uint8,
+                                write_image_rgb)
 
 
 def test_png_round_trip_keeps_rgb_order(tmp_path):
@@ -56,3 +62,30 @@ def test_opaque_rgba_regions_take_the_fast_path_with_the_same_pixels():
     blended = to_rgb_uint8(rgba)
     assert blended[0, 0].tolist() == [255, 255, 255]
     np.testing.assert_array_equal(blended[1:], rgba[1:, :, :3])
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+@pytest.mark.parametrize("name", ["tile.png", "tile.jpg", "tile.tif"])
+def test_written_images_get_the_users_umask(tmp_path, umask, mode, name):
+    previous = os.umask(umask)
+    try:
+        path = write_image_rgb(tmp_path / name, np.zeros((8, 8, 3), np.uint8))
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(path.stat().st_mode) == mode
+
+
+def test_orphaned_temporaries_of_dead_writers_are_removed_and_live_ones_kept(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True)
+    dead_pid = int(dead.stdout)
+    (tmp_path / "sub").mkdir()
+    orphans = [tmp_path / f".a.png.{dead_pid}.tmp.png", tmp_path / "sub" / f".b.tif.{dead_pid}.tmp.tif",
+               tmp_path / ".c.png.x8_k2abq.tmp.png"]  # the last: tempfile.mkstemp form of older versions
+    live = tmp_path / f".d.png.{os.getpid()}.tmp.png"
+    kept = [tmp_path / "e.png", tmp_path / ".hidden.png", live]
+    for path in orphans + kept:
+        path.write_bytes(b"x")
+    assert remove_orphaned_temporaries(tmp_path) == len(orphans)
+    assert not any(path.exists() for path in orphans)
+    assert all(path.exists() for path in kept)

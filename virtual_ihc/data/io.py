@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
+import re
 from pathlib import Path
 
 import cv2
@@ -19,6 +19,9 @@ logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 TIFF_EXTENSIONS = (".tif", ".tiff")
+#: ``.<name>.<pid>.tmp<suffix>``: a file being written by process ``pid`` (or left by a killed one);
+#: the older random form ``.<name>.<8 chars>.tmp<suffix>`` is recognised too
+_TEMPORARY = re.compile(r"^\..+\.([A-Za-z0-9_]+)\.tmp(\.[A-Za-z0-9]+)?$")
 
 
 class ImageReadError(ValueError):
@@ -131,18 +134,65 @@ def encode_png(image: np.ndarray) -> bytes:
     return buffer.tobytes()
 
 
+def temporary_path(path: str | os.PathLike) -> Path:
+    """A new, empty hidden sibling of ``path`` to write before renaming it to ``path``.
+
+    Named ``.<name>.<pid>.tmp<suffix>`` (so :func:`remove_orphaned_temporaries`
+    can tell a live writer's file from a killed one's) and created with mode
+    0666 minus the process umask, so the renamed file has the permissions of
+    any other file the user writes (``tempfile.mkstemp`` would make it 0600).
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp{path.suffix}")
+    tmp.unlink(missing_ok=True)  # left by an earlier process with the same pid
+    os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+    return tmp
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def remove_orphaned_temporaries(folder: str | os.PathLike, recursive: bool = True) -> int:
+    """Delete temporary files left under ``folder`` by writers that were killed; returns how many.
+
+    Files of :func:`temporary_path` whose process is still running are kept.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return 0
+    removed = 0
+    for candidate in (folder.rglob(".*.tmp*") if recursive else folder.glob(".*.tmp*")):
+        match = _TEMPORARY.match(candidate.name)
+        if not match or not candidate.is_file():
+            continue
+        owner = match.group(1)
+        if owner.isdigit() and _process_alive(int(owner)):
+            continue
+        candidate.unlink(missing_ok=True)
+        removed += 1
+    if removed:
+        logger.info("removed %d temporary file(s) left by interrupted writes under %s", removed, folder)
+    return removed
+
+
 def write_image_rgb(path: str | os.PathLike, image: np.ndarray, quality: int = 95) -> Path:
     """Write a ``uint8`` RGB image atomically (temporary name, then rename).
 
     The format follows the extension (PNG, JPEG, TIFF). A crash never leaves a
-    half-written file under ``path``.
+    half-written file under ``path``; the file gets the user's umask.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     image = to_rgb_uint8(np.asarray(image))
     suffix = path.suffix.lower()
-    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
-    os.close(handle)
+    tmp_name = temporary_path(path)
     try:
         if suffix in TIFF_EXTENSIONS:
             import tifffile
@@ -157,7 +207,6 @@ def write_image_rgb(path: str | os.PathLike, image: np.ndarray, quality: int = 9
                 handle_out.write(buffer.tobytes())
         os.replace(tmp_name, path)
     except BaseException:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
+        tmp_name.unlink(missing_ok=True)
         raise
     return path

@@ -26,7 +26,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from virtual_ihc.data.io import IMAGE_EXTENSIONS, TIFF_EXTENSIONS, ImageReadError, read_image_rgb
+from virtual_ihc.data.io import (IMAGE_EXTENSIONS, TIFF_EXTENSIONS, ImageReadError, read_image_rgb,
+                                remove_orphaned_temporaries)
 from virtual_ihc.slides.reader import SlideMetadataError
 from virtual_ihc.histology.normalization import METHODS, StainNormalizer
 from virtual_ihc.inference.model import DEFAULT_DIRECTION, ModelNotFoundError, StainModel
@@ -147,6 +148,8 @@ def run(args: argparse.Namespace) -> int:
         options = options_from_args(args)
         normalizer = normalizer_from_args(args)
         jobs = plan_jobs(args.input, args.output)
+        for folder in sorted({output.parent for _, output in jobs}):  # left by a killed earlier run
+            remove_orphaned_temporaries(folder, recursive=False)
         model = StainModel(args.model, args.direction)
     except (ValueError, FileNotFoundError, NotADirectoryError, ModelNotFoundError, ImageReadError) as error:
         print(f"virtual-ihc stain: error: {error}", file=sys.stderr)

@@ -33,13 +33,12 @@ import json
 import logging
 import multiprocessing
 import os
-import tempfile
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from virtual_ihc.data.io import encode_png, write_image_rgb
+from virtual_ihc.data.io import encode_png, remove_orphaned_temporaries, temporary_path, write_image_rgb
 from virtual_ihc.slides.reader import (LevelChoice, choose_level, open_slide,
                                      output_size, read_downsampled, read_scaled_region)
 from virtual_ihc.slides.splits import TEST_FRACTION, SlideEntry, assign_splits, read_slide_table, write_slide_table
@@ -222,8 +221,8 @@ def _cut_chunk(chunk: _Chunk, out_dir: Path, options: TilingOptions,
 def _write_csv(path: Path, rows: list[dict], columns=MANIFEST_COLUMNS) -> Path:
     """Write rows atomically (temporary file, then rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(handle, "w", newline="") as stream:
+    tmp_name = temporary_path(path)
+    with open(tmp_name, "w", newline="") as stream:
         writer = csv.DictWriter(stream, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
@@ -328,6 +327,7 @@ def tile_slides(entries: list[SlideEntry], out_dir: str | os.PathLike, options: 
     from tqdm import tqdm
 
     out_dir = Path(out_dir)
+    remove_orphaned_temporaries(out_dir)  # tiles of a killed earlier run
     normalize_method = normalizer.method if normalizer is not None else None
     _check_options(out_dir, options, normalizer)
     if normalizer is not None:

@@ -27,6 +27,7 @@ from virtual_ihc.config import ConfigError, ExperimentConfig, validate_config
 from virtual_ihc.data.pipeline import (DecodeFailures, DomainIndex, default_steps_per_epoch, index_domain,
                                        load_validation_tiles, make_train_dataset, make_validation_dataset,
                                        split_validation)
+from virtual_ihc.data.io import remove_orphaned_temporaries
 from virtual_ihc.data.synthetic import write_sample_dataset
 from virtual_ihc.export import export_generators
 from virtual_ihc.models import CycleGAN, build_patchgan_discriminator, build_resnet_generator
@@ -148,6 +149,7 @@ def run_training(config: ExperimentConfig, resume: bool = False, overwrite: bool
             shutil.rmtree(run_dir / sub, ignore_errors=True)
         (run_dir / "history.csv").unlink(missing_ok=True)
 
+    remove_orphaned_temporaries(run_dir)  # images of a killed earlier run
     strategy = select_strategy(config.train.distribute)
     replicas = strategy.num_replicas_in_sync
     validate_config(config, num_replicas=replicas)
