@@ -6,15 +6,17 @@ Each direction is written twice under ``RUN/export/``:
   ``serving_default`` signature maps ``images``: uint8 ``[N, H, W, 3]`` RGB to
   ``{"images": uint8 [N, H, W, 3]}``. Loadable with plain
   ``tf.saved_model.load`` (or TensorFlow Serving) without this package. H and W
-  need not be multiples of 8: the signature mirror-pads to the next multiple
-  and crops the result back; images smaller than 8 pixels are rejected.
+  need not be multiples of the generator's size multiple (``2 ** num_downsamplings``,
+  8 for the paper's generator): the signature mirror-pads to the next multiple
+  and crops the result back; images smaller than twice the multiple are
+  rejected; a batch of 0 images returns an empty batch.
   A second signature, ``serve_encoded``, maps ``image_bytes``: string ``[N]``
   (encoded PNG, JPEG, BMP or GIF, any sizes) to ``{"png_bytes": string [N]}``
   (the stained images as PNG); the ``_bytes`` suffix makes TensorFlow Serving's
   REST API exchange them as ``{"b64": ...}``. See :data:`SERVING_ERRORS` for
   what each kind of bad input does.
 - ``he_to_ki67/assets.extra/virtual_ihc.json``: :func:`model_metadata` (size
-  multiple, signatures, training tile size and, when known, µm/px), read by
+  multiple, minimum size, signatures, training tile size and, when known, µm/px), read by
   ``virtual-ihc stain``; TensorFlow Serving ignores ``assets.extra``.
 - ``generator_he_to_ki67.keras``: the Keras model, for ``keras.saving.load_model``
   (import ``virtual_ihc`` first so that its custom layers are registered).
@@ -37,6 +39,7 @@ import tensorflow as tf
 logger = logging.getLogger(__name__)
 
 #: the generators' required size multiple for the default 3 downsamplings
+#: (:func:`size_multiple_of` gives any generator's)
 SIZE_MULTIPLE = 8
 DIRECTIONS = ("he_to_ki67", "ki67_to_he")
 #: where the SavedModel keeps :func:`model_metadata` (``assets.extra`` is ignored by TensorFlow Serving)
@@ -49,8 +52,11 @@ SERVING_ERRORS = {
         "InvalidArgumentError '... was expected to be a uint8 tensor ...' before running",
     "rank other than 4 or channels other than 3 (serving_default)":
         "InvalidArgumentError 'Shape of tensor images [...] is not compatible with expected shape [?,?,?,3]'",
-    "height or width not a multiple of 8": "accepted: mirror-padded to the next multiple and cropped back",
-    "height or width below 16 pixels": "InvalidArgumentError 'images must be at least 16 pixels high and wide'",
+    "height or width not a multiple of 8 (2 ** num_downsamplings)":
+        "accepted: mirror-padded to the next multiple and cropped back",
+    "height or width below 16 pixels (twice the multiple)":
+        "InvalidArgumentError 'images must be at least 16 pixels high and wide'",
+    "a batch of 0 images (serving_default)": "accepted: an empty uint8 batch of the same shape",
     "undecodable bytes (serve_encoded)": "InvalidArgumentError from the image decoder",
     "grey or RGBA encoded images (serve_encoded)": "accepted: grey is repeated to RGB, alpha is dropped",
 }
@@ -66,29 +72,52 @@ def unit_to_uint8(images: tf.Tensor) -> tf.Tensor:
     return tf.cast(tf.round(tf.clip_by_value((tf.cast(images, tf.float32) + 1.0) * 127.5, 0.0, 255.0)), tf.uint8)
 
 
-class GeneratorServingModule(tf.Module):
-    """A ``tf.Module`` wrapping a generator with uint8-in, uint8-out serving functions."""
+def size_multiple_of(generator: keras.Model) -> int:
+    """The size multiple a generator needs: the product of its strided (downsampling) conv strides.
 
-    def __init__(self, generator: keras.Model, size_multiple: int = SIZE_MULTIPLE):
+    ``2 ** num_downsamplings`` for :func:`~virtual_ihc.models.build_resnet_generator`.
+    """
+    multiple = 1
+    for layer in generator.layers:
+        if hasattr(layer, "layers"):  # a nested model
+            multiple *= size_multiple_of(layer)
+        elif isinstance(layer, keras.layers.Conv2D) and not isinstance(layer, keras.layers.Conv2DTranspose):
+            multiple *= int(layer.strides[0])
+    return multiple
+
+
+class GeneratorServingModule(tf.Module):
+    """A ``tf.Module`` wrapping a generator with uint8-in, uint8-out serving functions.
+
+    ``size_multiple`` defaults to the generator's own (:func:`size_multiple_of`); ``min_size``, the
+    smallest side served, is twice it (a bottleneck of at least 2 pixels for reflection padding).
+    """
+
+    def __init__(self, generator: keras.Model, size_multiple: int | None = None):
         super().__init__(name="virtual_ihc_generator")
         self.generator = generator
-        self.size_multiple = size_multiple
+        self.size_multiple = size_multiple or size_multiple_of(generator)
+        self.min_size = 2 * self.size_multiple
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
     def serve(self, images):
         """uint8 ``[N, H, W, 3]`` RGB -> ``{"images": uint8 [N, H, W, 3]}``."""
         # a loaded signature does not check the rank or channels of its input at run time
         images = tf.ensure_shape(images, [None, None, None, 3])
+        return {"images": tf.cond(tf.shape(images)[0] > 0, lambda: self._stain(images),
+                                  lambda: tf.zeros_like(images))}
+
+    def _stain(self, images):
         height, width = tf.shape(images)[1], tf.shape(images)[2]
         # the bottleneck must be at least 2 pixels for the residual blocks' reflection padding
         tf.debugging.assert_greater_equal(
-            tf.minimum(height, width), 2 * self.size_multiple,
-            message=f"images must be at least {2 * self.size_multiple} pixels high and wide")
+            tf.minimum(height, width), self.min_size,
+            message=f"images must be at least {self.min_size} pixels high and wide")
         pad_h = (-height) % self.size_multiple
         pad_w = (-width) % self.size_multiple
         padded = tf.pad(uint8_to_unit(images), [[0, 0], [0, pad_h], [0, pad_w], [0, 0]], mode="REFLECT")
         output = self.generator(padded, training=False)[:, :height, :width, :]
-        return {"images": unit_to_uint8(output)}
+        return unit_to_uint8(output)
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
     def serve_encoded(self, image_bytes):
@@ -127,7 +156,7 @@ def model_metadata(direction: str | None = None, tile_size: int | None = None,
         mpp: µm per pixel of the training images, so that slides are read at the
             model's magnification (``None`` = unknown: slides are read at level 0).
     """
-    return {"format_version": METADATA_VERSION, "direction": direction, "size_multiple": SIZE_MULTIPLE,
+    return {"format_version": METADATA_VERSION, "direction": direction,
             "signatures": {"serving_default": "images: uint8 [N, H, W, 3] -> images: uint8 [N, H, W, 3]",
                            "serve_encoded": "image_bytes: string [N] -> png_bytes: string [N]"},
             "tile_size": tile_size, "mpp": mpp}
@@ -143,16 +172,18 @@ def export_saved_model(generator: keras.Model, directory: str | Path, metadata: 
     """Write ``generator`` as a SavedModel with the ``serving_default`` and ``serve_encoded`` signatures.
 
     ``metadata`` (default: :func:`model_metadata` with nothing known) goes to
-    ``assets.extra/virtual_ihc.json``.
+    ``assets.extra/virtual_ihc.json``, with the generator's size multiple and minimum size.
     """
     final = Path(directory)
     tmp = _atomic_directory(final)
     try:
         module = GeneratorServingModule(generator)
+        metadata = {**(metadata or model_metadata()), "size_multiple": module.size_multiple,
+                    "min_size": module.min_size}
         tf.saved_model.save(module, str(tmp), signatures={"serving_default": module.serve,
                                                           "serve_encoded": module.serve_encoded})
         (tmp / METADATA_PATH).parent.mkdir(parents=True, exist_ok=True)
-        (tmp / METADATA_PATH).write_text(json.dumps(metadata or model_metadata(), indent=2))
+        (tmp / METADATA_PATH).write_text(json.dumps(metadata, indent=2))
         _commit(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

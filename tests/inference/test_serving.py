@@ -112,3 +112,34 @@ def test_metadata_is_exported_and_read_by_stain(export_dir):
 
 def test_exports_without_metadata_read_as_empty(tmp_path):
     assert read_model_metadata(tmp_path) == {}
+
+
+@pytest.mark.parametrize("downsamplings", [2, 4])
+def test_export_follows_the_generators_number_of_downsamplings(tmp_path, downsamplings):
+    import numpy as np
+    import tensorflow as tf
+
+    from virtual_ihc.export import size_multiple_of
+
+    generator = build_resnet_generator(GeneratorConfig(base_filters=4, num_residual_blocks=1,
+                                                       num_downsamplings=downsamplings))
+    multiple = 2 ** downsamplings
+    assert size_multiple_of(generator) == multiple
+    export_dir = export_saved_model(generator, tmp_path / "he_to_ki67", model_metadata("he_to_ki67"))
+    metadata = read_model_metadata(export_dir)
+    assert (metadata["size_multiple"], metadata["min_size"]) == (multiple, 2 * multiple)
+    serve = tf.saved_model.load(str(export_dir)).signatures["serving_default"]
+    images = np.random.default_rng(0).integers(0, 256, (2, 40, 2 * multiple + 3, 3), dtype=np.uint8)
+    out = serve(images=tf.constant(images))["images"].numpy()
+    assert out.shape == images.shape and out.dtype == np.uint8
+    with pytest.raises(tf.errors.InvalidArgumentError, match=f"at least {2 * multiple} pixels"):
+        serve(images=tf.zeros((1, 2 * multiple - 1, 40, 3), tf.uint8))
+
+
+def test_an_empty_batch_returns_an_empty_batch(export_dir):
+    import numpy as np
+    import tensorflow as tf
+
+    serve = tf.saved_model.load(str(export_dir)).signatures["serving_default"]
+    out = serve(images=tf.zeros((0, 24, 40, 3), tf.uint8))["images"].numpy()
+    assert out.shape == (0, 24, 40, 3) and out.dtype == np.uint8

@@ -20,7 +20,7 @@ import tensorflow as tf
 
 from virtual_ihc.config import ExperimentConfig
 from virtual_ihc.evaluation.tiles import EvaluationInputError, TileFolder, index_tiles
-from virtual_ihc.export import SIZE_MULTIPLE, uint8_to_unit, unit_to_uint8
+from virtual_ihc.export import size_multiple_of, uint8_to_unit, unit_to_uint8
 from virtual_ihc.training.checkpoints import list_checkpoints
 
 #: uint8 (N, H, W, 3) RGB -> uint8 (N, H, W, 3) RGB, given the tiles' names
@@ -53,13 +53,16 @@ def variant_name(config: ExperimentConfig) -> str:
 
 
 def _generator_function(generator) -> StainFunction:
-    """Call a generator eagerly (no tracing per model: faster over many epochs), mirror-padding to 8 px.
+    """Call a generator eagerly (no tracing per model: faster over many epochs), mirror-padding to its
+    size multiple (8 px for 3 downsamplings).
 
     Same arithmetic as the exported ``serving_default`` signature.
     """
+    multiple = size_multiple_of(generator)
+
     def stain(names: list[str], images: np.ndarray) -> np.ndarray:
         height, width = images.shape[1:3]
-        padding = ((0, 0), (0, -height % SIZE_MULTIPLE), (0, -width % SIZE_MULTIPLE), (0, 0))
+        padding = ((0, 0), (0, -height % multiple), (0, -width % multiple), (0, 0))
         padded = np.pad(images, padding, mode="reflect")
         output = generator(uint8_to_unit(tf.constant(padded)), training=False)[:, :height, :width]
         return unit_to_uint8(output).numpy()
