@@ -7,6 +7,8 @@ scaling under ``tf.distribute`` (gradients are summed across replicas).
 Image conventions: network images are float in [-1, 1]; SSIM is computed on
 images rescaled to [0, 1] with ``max_val=1`` (``tf.image.ssim`` defaults: 11x11
 Gaussian window, sigma 1.5, k1 0.01, k2 0.03, per channel then averaged).
+MS-SSIM is :func:`multiscale_ssim` (the value of ``tf.image.ssim_multiscale``
+with a gradient that stays finite; see there).
 
 Total generator objective (paper: lambda = beta = 5)::
 
@@ -18,11 +20,16 @@ Total generator objective (paper: lambda = beta = 5)::
 
 from __future__ import annotations
 
+import numpy as np
 import tensorflow as tf
 
 #: MS-SSIM weights of the five scales (Wang et al. 2003), as in tf.image.ssim_multiscale
 MS_SSIM_POWER_FACTORS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 SSIM_FILTER_SIZE = 11
+SSIM_FILTER_SIGMA = 1.5
+#: MS-SSIM terms at or below this count as 0 (their gradient is 0): ``x ** w`` has an infinite
+#: slope at 0 for the scale weights ``w < 1``
+MS_SSIM_EPSILON = 1e-6
 
 
 def _per_example_mean(values: tf.Tensor) -> tf.Tensor:
@@ -85,6 +92,84 @@ def ms_ssim_power_factors(image_size: int, filter_size: int = SSIM_FILTER_SIZE) 
     return tuple(factor / total for factor in factors)
 
 
+def _gaussian_window(size: int, sigma: float, channels: int, dtype) -> tf.Tensor:
+    """Normalised 2-D Gaussian ``(size, size, channels, 1)`` for a depthwise convolution."""
+    coords = np.arange(size, dtype=np.float64) - (size - 1) / 2.0
+    window = np.exp(-(coords[:, None] ** 2 + coords[None, :] ** 2) / (2.0 * sigma ** 2))
+    window /= window.sum()
+    return tf.constant(np.tile(window[:, :, None, None], (1, 1, channels, 1)), dtype)
+
+
+def _ssim_and_contrast_structure(a: tf.Tensor, b: tf.Tensor, window: tf.Tensor, max_val: float,
+                                 k1: float, k2: float) -> tuple[tf.Tensor, tf.Tensor]:
+    """SSIM and its contrast-structure term, each averaged over the image, ``(B, C)``.
+
+    Gaussian-weighted local statistics over ``valid`` windows (as ``tf.image.ssim``).
+    """
+    c1, c2 = (k1 * max_val) ** 2, (k2 * max_val) ** 2
+
+    def local_mean(x):
+        return tf.nn.depthwise_conv2d(x, window, strides=[1, 1, 1, 1], padding="VALID")
+
+    mean_a, mean_b = local_mean(a), local_mean(b)
+    mean_ab = mean_a * mean_b
+    mean_square = tf.square(mean_a) + tf.square(mean_b)
+    luminance = (2.0 * mean_ab + c1) / (mean_square + c1)
+    contrast_structure = ((2.0 * (local_mean(a * b) - mean_ab) + c2)
+                          / (local_mean(tf.square(a) + tf.square(b)) - mean_square + c2))
+    return (tf.reduce_mean(luminance * contrast_structure, axis=[1, 2]),
+            tf.reduce_mean(contrast_structure, axis=[1, 2]))
+
+
+def _halve(images: tf.Tensor) -> tf.Tensor:
+    """2x2 average pooling; an odd side is first padded by mirroring its last row or column."""
+    shape = tf.shape(images)
+    padded = tf.pad(images, [[0, 0], [0, shape[1] % 2], [0, shape[2] % 2], [0, 0]], mode="SYMMETRIC")
+    return tf.nn.avg_pool2d(padded, ksize=2, strides=2, padding="VALID")
+
+
+def _positive_power(values: tf.Tensor, exponents: tf.Tensor) -> tf.Tensor:
+    """``relu(values) ** exponents`` whose gradient is 0, not NaN, where ``values <= MS_SSIM_EPSILON``.
+
+    ``tf.image.ssim_multiscale`` computes ``relu(x) ** w``; at ``x <= 0`` the
+    gradient of the power is infinite and the ReLU's zero turns it into NaN
+    (inf * 0). Selecting with ``tf.where`` on both sides keeps every gradient
+    finite (as PyTorch's ReLU backward does in ``pytorch_msssim``, the authors' loss).
+    """
+    positive = values > MS_SSIM_EPSILON
+    safe = tf.where(positive, values, tf.ones_like(values))
+    return tf.where(positive, tf.pow(safe, exponents), tf.zeros_like(values))
+
+
+def multiscale_ssim(a: tf.Tensor, b: tf.Tensor, power_factors=MS_SSIM_POWER_FACTORS,
+                    filter_size: int = SSIM_FILTER_SIZE, filter_sigma: float = SSIM_FILTER_SIGMA,
+                    max_val: float = 1.0, k1: float = 0.01, k2: float = 0.03) -> tf.Tensor:
+    """Multi-scale SSIM (Wang, Simoncelli and Bovik 2003) per example, ``(B,)``.
+
+    ``prod_j cs_j ** w_j`` over the scales ``j < M`` times ``ssim_M ** w_M`` at
+    the coarsest, each scale 2x2-average-pooled from the previous, per channel
+    then averaged over channels. The value is that of
+    ``tf.image.ssim_multiscale`` (terms at or below 0 count as 0; so do terms in
+    ``(0, MS_SSIM_EPSILON]``), but the gradient is finite everywhere (see
+    :func:`_positive_power`).
+
+    Args:
+        a, b: float ``(B, H, W, C)`` in ``[0, max_val]``; H and W at least
+            ``(filter_size - 1) * 2 ** (len(power_factors) - 1) + 1``.
+        power_factors: the weight of each scale, finest first.
+    """
+    dtype = a.dtype
+    window = _gaussian_window(filter_size, filter_sigma, a.shape[-1], dtype)
+    terms = []
+    for scale in range(len(power_factors)):
+        if scale > 0:
+            a, b = _halve(a), _halve(b)
+        ssim, contrast_structure = _ssim_and_contrast_structure(a, b, window, max_val, k1, k2)
+        terms.append(contrast_structure if scale < len(power_factors) - 1 else ssim)
+    weighted = _positive_power(tf.stack(terms, axis=-1), tf.constant(power_factors, dtype))  # (B, C, scales)
+    return tf.reduce_mean(tf.reduce_prod(weighted, axis=-1), axis=-1)
+
+
 def structural_similarity(a: tf.Tensor, b: tf.Tensor, kind: str = "ssim") -> tf.Tensor:
     """SSIM (or MS-SSIM) per example of two [-1, 1] image batches, computed in [0, 1]."""
     a, b = to_unit_range(a), to_unit_range(b)
@@ -95,8 +180,7 @@ def structural_similarity(a: tf.Tensor, b: tf.Tensor, kind: str = "ssim") -> tf.
         if size is None:
             raise ValueError("MS-SSIM needs a static image size")
         filter_size = min(SSIM_FILTER_SIZE, size)
-        return tf.image.ssim_multiscale(a, b, max_val=1.0, filter_size=filter_size,
-                                        power_factors=ms_ssim_power_factors(size, filter_size))
+        return multiscale_ssim(a, b, ms_ssim_power_factors(size, filter_size), filter_size)
     raise ValueError(f"ssim kind must be 'ssim' or 'ms_ssim', got {kind!r}")
 
 

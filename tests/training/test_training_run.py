@@ -141,3 +141,16 @@ def test_mixed_precision_policies_and_loss_scaling(tmp_path, precision, compute_
     assert model.generator_he_to_ki67.output.dtype == "float32"
     assert isinstance(model.generator_optimizer, keras.optimizers.LossScaleOptimizer) == loss_scaled
     assert keras.mixed_precision.global_policy().name == "float32"  # restored after building
+
+
+def test_ms_ssim_cycle_loss_trains_with_finite_losses_and_weights(tmp_path):
+    from tests_support import tiny_config_for
+
+    config = tiny_config_for(tmp_path / "ms_ssim", loss={"ssim_kind": "ms_ssim"},
+                             train={"epochs": 1, "export": False})
+    result = run_training(config)
+    for key in ("generator_loss", "cycle_ssim_loss", "discriminator_he_loss"):
+        assert np.isfinite(result.history[key]).all(), (key, result.history[key])
+    assert 0 < result.history["cycle_ssim_loss"][-1] < 4
+    for generator in load_generators(result.run_dir).values():
+        assert all(np.isfinite(np.asarray(weight)).all() for weight in generator.weights)
