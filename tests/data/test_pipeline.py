@@ -123,7 +123,8 @@ def test_tfrecord_shards_are_a_domain_like_a_folder_of_tiles(tmp_path):
     tiles = sample_tiles("ki67", 6, TILE, seed=4)
     for shard in range(2):
         write_tile_shard(tmp_path / "ki67" / f"shard-{shard}.tfrecord",
-                         [TileRecord(encode_png(tile), "slide", 0, i, TILE) for i, tile in enumerate(tiles[shard::2])])
+                         [TileRecord(encode_png(tile), f"slide{shard}", 0, i, TILE)
+                          for i, tile in enumerate(tiles[shard::2])])
     _write_tiles(tmp_path / "he", "he", 4)
     ki67 = _index(tmp_path / "ki67", "ki67")
     assert len(ki67) == 6 and len(ki67.records) == 2

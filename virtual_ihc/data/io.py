@@ -97,17 +97,24 @@ def read_image_rgb(path: str | os.PathLike) -> np.ndarray:
     if path.stat().st_size == 0:
         raise ImageReadError(f"{path}: file is empty")
     if path.suffix.lower() in TIFF_EXTENSIONS:
-        image = _read_tiff(path)
-    else:
-        data = np.fromfile(str(path), dtype=np.uint8)
-        image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
-        if image is None:
-            raise ImageReadError(f"{path}: not a decodable image")
-        if image.ndim == 3 and image.shape[2] == 3:
-            image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-        elif image.ndim == 3 and image.shape[2] == 4:
-            image = cv2.cvtColor(image, cv2.COLOR_BGRA2RGBA)
-    return to_rgb_uint8(image, source=str(path))
+        return to_rgb_uint8(_read_tiff(path), source=str(path))
+    return decode_image_rgb(np.fromfile(str(path), dtype=np.uint8), source=str(path))
+
+
+def decode_image_rgb(data: bytes | np.ndarray, source: str = "<bytes>") -> np.ndarray:
+    """Decode encoded PNG/JPEG/BMP bytes as ``uint8`` RGB ``(H, W, 3)``.
+
+    Raises:
+        ImageReadError: undecodable bytes (message names ``source``).
+    """
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise ImageReadError(f"{source}: not a decodable image")
+    if image.ndim == 3 and image.shape[2] == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    elif image.ndim == 3 and image.shape[2] == 4:
+        image = cv2.cvtColor(image, cv2.COLOR_BGRA2RGBA)
+    return to_rgb_uint8(image, source=source)
 
 
 def _read_tiff(path: Path) -> np.ndarray:

@@ -7,33 +7,48 @@ tissue tiles of a ``tile_size`` grid with ``tile_overlap``), then streamed:
     element k -> (H&E tile index, Ki-67 tile index)   independent permutations per epoch
               -> parallel decode (OpenCV / tifffile; bad files skipped and counted)
               -> random crop, flips, 90-degree rotations   (stateless, seeded by k)
-              -> [-1, 1] float32 -> batch -> prefetch
+              -> [-1, 1] float32 -> batch (+ k of the batch's last element) -> prefetch
 
 Every random choice is a pure function of ``(seed, k)``: the stream is
-reproducible, and ``--resume`` restarts it at the element where training stopped.
+reproducible. Each batch carries the element counter ``k`` of its last element;
+the model records it, so ``--resume`` restarts the stream right after the last
+element trained on, however many tiles the bad-tile filter dropped.
 Unpaired: the two domains are permuted independently, so a batch never pairs a
 tile with its consecutive section except by chance.
 
+Tiles of a large image are read as regions, never by decoding the whole image
+per tile: tiled or stripped TIFFs through OpenSlide / tiffslide, other images
+(PNG, JPEG, ...) from a memory-mapped copy of the decoded image written once at
+indexing time (``cache_dir``).
+
 A domain folder holding sharded TFRecords (``*.tfrecord``, as written by
 ``python -m data_prep.tile_slides --format tfrecord``) is streamed instead:
-shards interleaved, a seeded shuffle buffer, and ``--resume`` replays the stream
-up to the element where training stopped. Records that fail to decode are
-skipped with a warning.
+the shard list is shuffled afresh every pass (seeded), 16 shards are
+interleaved record by record, then a seeded shuffle buffer mixes them, so no
+slide dominates a stretch of the stream. ``--resume`` replays the serialized
+records up to the element where training stopped (without decoding them).
+Records that fail to decode are skipped with a warning and counted.
+
+Validation (without validation folders) holds out whole files, whole slides of
+TFRecord domains, or, when a domain has too few files for that, a band at the
+end of each large image with no tile overlapping a training tile.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import logging
 import math
+import os
 import threading
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
-from virtual_ihc.data.io import ImageReadError, list_images, read_image_rgb
+from virtual_ihc.data.io import TIFF_EXTENSIONS, ImageReadError, list_images, read_image_rgb, temporary_path
 from virtual_ihc.data.tiling import tile_grid
 from virtual_ihc.histology.tissue import saturation, MIN_SATURATION
 
@@ -41,6 +56,10 @@ logger = logging.getLogger(__name__)
 
 #: an image with both sides at most this many times the tile size is used whole, as one tile
 WHOLE_TILE_FACTOR = 2
+#: TFRecord shards read at the same time, record by record (fewer when a domain has fewer shards)
+RECORD_CYCLE_LENGTH = 16
+#: elements of the TFRecord shuffle buffer (at most the domain's size)
+RECORD_SHUFFLE_BUFFER = 2048
 
 
 class DataError(ValueError):
@@ -62,13 +81,18 @@ class DomainIndex:
     """The tiles of one stain domain, and the files that could not be used.
 
     Either ``sources`` (image files and regions) or ``records`` (TFRecord shard ->
-    number of tiles in it) is filled.
+    number of tiles in it, with ``record_slides``: shard -> the slide ids in it)
+    is filled. ``regions`` tells how tiles of each large image are read: ``""``
+    = region reads from the file itself (OpenSlide / tiffslide), else the
+    ``.npy`` copy of the decoded image that is memory-mapped.
     """
 
     name: str
     sources: list[TileSource]
     skipped: dict[str, str]  # path -> reason
     records: dict[str, int] = dataclasses.field(default_factory=dict)
+    record_slides: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+    regions: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def __len__(self) -> int:
         return sum(self.records.values()) if self.records else len(self.sources)
@@ -107,9 +131,9 @@ def _image_size(path: Path) -> tuple[int, int]:
     return height, width
 
 
-def _tissue_tiles(path: Path, tile_size: int, overlap: int, min_tissue: float) -> list[TileSource]:
+def _tissue_tiles(image: np.ndarray, path: Path, tile_size: int, overlap: int,
+                  min_tissue: float) -> list[TileSource]:
     """Grid tiles of a large image whose tissue fraction is at least ``min_tissue``."""
-    image = read_image_rgb(path)
     tissue = (saturation(image) > MIN_SATURATION).astype(np.float64)
     integral = np.pad(tissue, ((1, 0), (1, 0))).cumsum(0).cumsum(1)
     sources = []
@@ -121,9 +145,59 @@ def _tissue_tiles(path: Path, tile_size: int, overlap: int, min_tissue: float) -
     return sources
 
 
+def _region_source(path: Path, image: np.ndarray, cache_dir: Path) -> str:
+    """How tiles of a large image will be read: ``""`` or the path of a memory-mappable copy.
+
+    TIFFs that OpenSlide or tiffslide can read by region (tiled or stripped) are
+    read from the file, if a test region equals the decoded image (same colour
+    conversion); anything else is decoded once (``image``) into ``cache_dir``.
+    """
+    if path.suffix.lower() in TIFF_EXTENSIONS:
+        from virtual_ihc.slides.reader import open_slide
+
+        try:
+            with open_slide(path) as slide:
+                side = min(64, *image.shape[:2])
+                if slide.backend != "image" and slide.dimensions == (image.shape[1], image.shape[0]) and \
+                        np.array_equal(slide.read_region(0, 0, 0, side, side), image[:side, :side]):
+                    return ""
+        except Exception as error:  # noqa: BLE001 - fall back to the decoded copy
+            logger.debug("%s: no region reads (%s)", path, error)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    cache = cache_dir / f"{hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:20]}.npy"
+    tmp = temporary_path(cache)
+    try:
+        np.save(tmp, image, allow_pickle=False)
+        os.replace(tmp, cache)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return str(cache)
+
+
+def default_cache_dir() -> Path:
+    """Where decoded large images go when the caller names no cache folder (removed at exit)."""
+    import atexit
+    import shutil
+    import tempfile
+
+    global _DEFAULT_CACHE_DIR
+    if _DEFAULT_CACHE_DIR is None:
+        _DEFAULT_CACHE_DIR = Path(tempfile.mkdtemp(prefix="virtual_ihc_tiles_"))
+        atexit.register(shutil.rmtree, _DEFAULT_CACHE_DIR, True)
+    return _DEFAULT_CACHE_DIR
+
+
+_DEFAULT_CACHE_DIR: Path | None = None
+
+
 def index_domain(folder: str | Path, name: str, tile_size: int, overlap: int, min_tissue: float,
-                 crop_size: int) -> DomainIndex:
+                 crop_size: int, cache_dir: str | Path | None = None) -> DomainIndex:
     """Index a folder of tiles and/or large images.
+
+    Args:
+        cache_dir: where decoded copies of large PNG/JPEG images are kept for
+            region reads while training (default: a temporary folder).
 
     Raises:
         DataError: missing folder, no image file, or no usable tile (message names the folder).
@@ -140,6 +214,7 @@ def index_domain(folder: str | Path, name: str, tile_size: int, overlap: int, mi
         raise DataError(f"{name}: no image files (png, jpg, tif, ...) in {folder}")
     sources: list[TileSource] = []
     skipped: dict[str, str] = {}
+    regions: dict[str, str] = {}
     for path in files:
         try:
             if path.stat().st_size == 0:
@@ -150,7 +225,11 @@ def index_domain(folder: str | Path, name: str, tile_size: int, overlap: int, mi
             elif height <= WHOLE_TILE_FACTOR * tile_size and width <= WHOLE_TILE_FACTOR * tile_size:
                 sources.append(TileSource(str(path)))
             else:
-                sources.extend(_tissue_tiles(path, tile_size, overlap, min_tissue))
+                image = read_image_rgb(path)
+                tiles = _tissue_tiles(image, path, tile_size, overlap, min_tissue)
+                if tiles:
+                    regions[str(path)] = _region_source(path, image, Path(cache_dir or default_cache_dir()))
+                sources.extend(tiles)
         except Exception as error:  # any unreadable header: skip the file, never the run
             skipped[str(path)] = str(error)
     for path, reason in skipped.items():
@@ -159,7 +238,24 @@ def index_domain(folder: str | Path, name: str, tile_size: int, overlap: int, mi
         raise DataError(f"{name}: no usable tiles in {folder} ({len(files)} files, {len(skipped)} skipped)")
     logger.info("%s: %d tiles from %d files in %s (%d files skipped)", name, len(sources), len(files),
                 folder, len(skipped))
-    return DomainIndex(name=name, sources=sources, skipped=skipped)
+    return DomainIndex(name=name, sources=sources, skipped=skipped, regions=regions)
+
+
+def _shard_slides(shard: str) -> tuple[int, tuple[str, ...]]:
+    """Number of records in a shard and the slide ids they name (read once, at indexing)."""
+    from virtual_ihc.data.tfrecords import SLIDE_KEY
+
+    spec = {SLIDE_KEY: tf.io.FixedLenFeature([], tf.string, default_value="")}
+    records = tf.data.TFRecordDataset(shard).ignore_errors()
+    count, slides = 0, set()
+    for batch in records.batch(1024).as_numpy_iterator():
+        count += len(batch)
+        try:
+            parsed = tf.io.parse_example(batch, spec)[SLIDE_KEY].numpy()
+        except tf.errors.InvalidArgumentError:  # a malformed example: counted, no slide id
+            continue
+        slides.update(slide.decode("utf-8", "replace") for slide in parsed)
+    return count, tuple(sorted(slides - {""}))
 
 
 def index_records(folder: Path, name: str) -> DomainIndex | None:
@@ -170,53 +266,169 @@ def index_records(folder: Path, name: str) -> DomainIndex | None:
     if not shards:
         return None
     # counted once here; validation splits and steps per epoch reuse the counts
-    counts = {shard: sum(1 for _ in tf.data.TFRecordDataset(shard).ignore_errors()) for shard in shards}
+    counts, slides = {}, {}
+    for shard in shards:
+        counts[shard], slides[shard] = _shard_slides(shard)
     if not any(counts.values()):
         raise DataError(f"{name}: the TFRecord shards in {folder} hold no tiles")
-    logger.info("%s: %d tiles in %d TFRecord shards in %s", name, sum(counts.values()), len(shards), folder)
-    return DomainIndex(name=name, sources=[], skipped={}, records=counts)
+    logger.info("%s: %d tiles of %d slides in %d TFRecord shards in %s", name, sum(counts.values()),
+                len(set().union(*slides.values())), len(shards), folder)
+    return DomainIndex(name=name, sources=[], skipped={}, records=counts, record_slides=slides)
+
+
+def _slide_groups(record_slides: dict[str, tuple[str, ...]]) -> list[list[str]]:
+    """Shards grouped so that shards sharing a slide are in one group (a shard without id is its own)."""
+    groups: list[tuple[set[str], list[str]]] = []
+    for shard in sorted(record_slides):
+        slides = set(record_slides[shard]) or {f"shard:{shard}"}
+        joined = [group for group in groups if group[0] & slides]
+        for group in joined:
+            groups.remove(group)
+            slides |= group[0]
+        groups.append((slides, sorted([shard] + [s for group in joined for s in group[1]])))
+    return sorted((shards for _, shards in groups), key=lambda shards: shards[0])
+
+
+def _split_records(index: DomainIndex, fraction: float, seed: int) -> tuple[DomainIndex, DomainIndex]:
+    """Hold out whole slides (all their shards), so no slide has tiles on both sides."""
+    groups = _slide_groups(index.record_slides)
+    if len(groups) < 2:
+        slides = ", ".join(sorted(set().union(*index.record_slides.values()))) or "one slide"
+        raise DataError(f"{index.name}: every TFRecord tile comes from one slide ({slides}); a validation split "
+                        "by slide needs two or more: give validation folders (--he-val-dir/--ki67-val-dir, "
+                        "e.g. the test split of data_prep)")
+    count = min(len(groups) - 1, max(1, int(round(fraction * len(groups)))))
+    order = np.random.default_rng(seed).permutation(len(groups))
+    val_shards = {shard for position in order[:count] for shard in groups[position]}
+    subset = lambda keep: {shard: index.records[shard] for shard in sorted(index.records) if keep(shard)}  # noqa
+    train_records, val_records = subset(lambda shard: shard not in val_shards), subset(val_shards.__contains__)
+    slides_of = lambda records: sorted(set().union(*(index.record_slides[s] for s in records)))  # noqa: E731
+    logger.info("%s: validation split by slide: %d tiles of %d slide(s) held out (%s), %d tiles of %d "
+                "slide(s) for training", index.name, sum(val_records.values()), len(slides_of(val_records)),
+                ", ".join(slides_of(val_records)[:5]), sum(train_records.values()), len(slides_of(train_records)))
+    return (dataclasses.replace(index, records=train_records,
+                                record_slides={s: index.record_slides[s] for s in train_records}),
+            DomainIndex(f"{index.name} (val)", [], {}, val_records,
+                        {s: index.record_slides[s] for s in val_records}))
+
+
+def _band_split(sources: list[TileSource], fraction: float) -> tuple[list[TileSource], list[TileSource]]:
+    """Split the grid tiles of one large image by a band at its far end along its longer tile axis.
+
+    Validation tiles start at or after the band's start; training tiles end at
+    or before it, so no validation tile overlaps a training tile (the tiles
+    straddling the boundary are used by neither). The band holds at least
+    ``fraction`` of the image's tiles (at least one tile). Returns ``(train, val)``;
+    ``val`` is empty when the image is too small to leave training tiles.
+    """
+    def starts(axis: str) -> list[int]:
+        return sorted({getattr(source, axis) for source in sources})
+
+    axis = max(("y", "x"), key=lambda name: (len(starts(name)), starts(name)[-1] - starts(name)[0]))
+    wanted = max(1, int(math.ceil(fraction * len(sources))))
+    band_start = next((start for start in reversed(starts(axis))
+                       if sum(getattr(source, axis) >= start for source in sources) >= wanted), starts(axis)[0])
+    val = [source for source in sources if getattr(source, axis) >= band_start]
+    train = [source for source in sources if getattr(source, axis) + source.size <= band_start]
+    return (train, val) if train else (sources, [])
 
 
 def split_validation(index: DomainIndex, fraction: float, seed: int) -> tuple[DomainIndex, DomainIndex]:
-    """Hold out ``fraction`` of the *files* (never tiles of one file in both) for validation.
+    """Hold out about ``fraction`` of a domain for validation, never with overlapping tiles on both sides.
 
-    TFRecord domains hold out whole shards.
+    - TFRecord domains hold out whole slides (all their shards);
+    - domains with enough files (``fraction * files >= 1``) hold out whole files;
+    - domains with fewer files hold out a band at the end of each large image
+      (:func:`_band_split`); small whole-tile files then all stay in training.
+      Without large images, one file is held out (two files at least).
+
+    The log says how many tiles went where.
     """
     if index.records:
-        shards = sorted(index.records)
-        count = max(1, int(round(fraction * len(shards))))
-        if len(shards) < 2:
-            raise DataError(f"{index.name}: cannot hold out a validation shard from one TFRecord shard; "
-                            "give a validation folder")
-        val_shards = set(np.random.default_rng(seed).permutation(shards)[:count].tolist())
-        train_shards = [shard for shard in shards if shard not in val_shards]
-        subset = lambda shards: {shard: index.records[shard] for shard in shards}  # noqa: E731
-        return (DomainIndex(index.name, [], index.skipped, subset(train_shards)),
-                DomainIndex(f"{index.name} (val)", [], {}, subset(sorted(val_shards))))
+        return _split_records(index, fraction, seed)
     paths = sorted({source.path for source in index.sources})
+    large = sorted({source.path for source in index.sources if source.size})
+    if fraction * len(paths) < 1 and large:
+        train, val = [], []
+        for path in paths:
+            of_path = [source for source in index.sources if source.path == path]
+            train_part, val_part = _band_split(of_path, fraction) if path in large else (of_path, [])
+            train.extend(train_part)
+            val.extend(val_part)
+        if val:
+            dropped = len(index.sources) - len(train) - len(val)
+            logger.info("%s: %d file(s), too few to hold out %g of them whole: held out a band at the end of "
+                        "each large image: %d tiles for training, %d for validation, %d left out between them "
+                        "(they would overlap both)", index.name, len(paths), fraction, len(train), len(val),
+                        dropped)
+            return (dataclasses.replace(index, sources=train),
+                    DomainIndex(f"{index.name} (val)", val, {}, regions=index.regions))
     rng = np.random.default_rng(seed)
     count = max(1, int(round(fraction * len(paths)))) if len(paths) > 1 else 0
     val_paths = set(rng.permutation(paths)[:count].tolist())
     train = [source for source in index.sources if source.path not in val_paths]
     val = [source for source in index.sources if source.path in val_paths]
     if not train or not val:
-        raise DataError(f"{index.name}: cannot hold out validation files from {len(paths)} file(s); "
-                        "give a validation folder or more files")
-    return (DomainIndex(index.name, train, index.skipped), DomainIndex(f"{index.name} (val)", val, {}))
+        raise DataError(f"{index.name}: cannot hold out validation files from {len(paths)} file(s) (and no large "
+                        "image to hold out a band of); give a validation folder or more files")
+    logger.info("%s: validation split by file: %d file(s) with %d tiles held out, %d file(s) with %d tiles for "
+                "training", index.name, len(val_paths), len(val), len(paths) - len(val_paths), len(train))
+    return (dataclasses.replace(index, sources=train),
+            DomainIndex(f"{index.name} (val)", val, {}, regions=index.regions))
 
 
-@functools.lru_cache(maxsize=8)
-def _read_large_image(path: str) -> np.ndarray:
-    """Large images are decoded once and kept (a few at a time) while their tiles stream."""
-    return read_image_rgb(path)
+def _memory_map(cache: str) -> np.ndarray:
+    """The decoded copy of a large image, memory-mapped read-only (pages load as tiles need them)."""
+    return _memory_map_version(cache, os.stat(cache).st_mtime_ns)
 
 
-def load_tile(source: TileSource) -> np.ndarray:
-    """Decode one tile as ``uint8 (H, W, 3)``; raises ``ImageReadError`` for bad files."""
+@functools.lru_cache(maxsize=256)
+def _memory_map_version(cache: str, mtime_ns: int) -> np.ndarray:
+    return np.load(cache, mmap_mode="r")  # keyed by mtime: a rewritten cache file is mapped afresh
+
+
+def remove_tile_cache(cache_dir: str | Path) -> None:
+    """Delete the decoded copies of large images under ``cache_dir`` (and unmap them)."""
+    import shutil
+
+    _memory_map_version.cache_clear()
+    shutil.rmtree(cache_dir, ignore_errors=True)
+
+
+_slides = threading.local()
+#: open slide handles kept per decoding thread (closed when evicted)
+SLIDE_HANDLES_PER_THREAD = 64
+
+
+def _open_slide(path: str):
+    """A slide handle of this thread, opened once (OpenSlide / tiffslide region reads)."""
+    from virtual_ihc.slides.reader import open_slide
+
+    handles = getattr(_slides, "handles", None)
+    if handles is None:
+        handles = _slides.handles = {}
+    if path not in handles:
+        if len(handles) >= SLIDE_HANDLES_PER_THREAD:
+            handles.pop(next(iter(handles))).close()
+        handles[path] = open_slide(path)
+    return handles[path]
+
+
+def load_tile(source: TileSource, region: str | None = None) -> np.ndarray:
+    """Decode one tile as ``uint8 (H, W, 3)``; raises ``ImageReadError`` for bad files.
+
+    ``region``: for a tile of a large image, its :attr:`DomainIndex.regions` entry
+    (``""`` = read the region from the file; a ``.npy`` path = from the decoded copy;
+    ``None`` = decode the whole image, for callers without an index).
+    """
     if source.size == 0:
         return read_image_rgb(source.path)
-    image = _read_large_image(source.path)
-    return image[source.y:source.y + source.size, source.x:source.x + source.size]
+    window = (slice(source.y, source.y + source.size), slice(source.x, source.x + source.size))
+    if region is None:
+        return read_image_rgb(source.path)[window]
+    if region:
+        return np.array(_memory_map(region)[window])
+    return _open_slide(source.path).read_region(source.x, source.y, 0, source.size, source.size)
 
 
 class TileDecoder:
@@ -224,8 +436,8 @@ class TileDecoder:
 
     A file that fails to decode yields an empty placeholder and ``ok = False``;
     the pipeline filters it out, and ``failures`` counts it. Large images are
-    cropped to their grid tile; whole-file tiles keep their size (the random
-    crop makes them uniform).
+    read by region (their grid tile); whole-file tiles keep their size (the
+    random crop makes them uniform).
     """
 
     def __init__(self, index: DomainIndex, failures: DecodeFailures, crop_size: int):
@@ -236,7 +448,7 @@ class TileDecoder:
     def __call__(self, position: np.ndarray) -> tuple[np.ndarray, bool]:
         source = self.index.sources[int(position)]
         try:
-            tile = load_tile(source)
+            tile = load_tile(source, self.index.regions.get(source.path))
             if tile.shape[0] < self.crop_size or tile.shape[1] < self.crop_size:
                 raise ImageReadError(f"{source.path}: {tile.shape[:2]} is smaller than the crop")
             return tile, True
@@ -246,6 +458,34 @@ class TileDecoder:
 
     def decode(self, position: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         tile, ok = tf.numpy_function(self, [position], [tf.uint8, tf.bool], stateful=False)
+        tile.set_shape([None, None, 3])
+        ok.set_shape([])
+        return tile, ok
+
+
+class RecordDecoder:
+    """Decodes serialized TFRecord tiles inside ``tf.data``; a bad record gives ``ok = False`` and is counted."""
+
+    def __init__(self, name: str, failures: DecodeFailures, crop_size: int):
+        self.name = name
+        self.failures = failures
+        self.crop_size = crop_size
+
+    def __call__(self, serialized: bytes) -> tuple[np.ndarray, bool]:
+        from virtual_ihc.data.tfrecords import decode_tile_record
+
+        try:
+            tile, slide, x, y = decode_tile_record(serialized)
+            if min(tile.shape[:2]) < self.crop_size:
+                raise ImageReadError(f"TFRecord tile of slide {slide} at x={x}, y={y}: {tile.shape[:2]} is "
+                                     "smaller than the crop")
+            return tile, True
+        except Exception as error:  # noqa: BLE001 - one bad record never kills a run
+            self.failures.add(f"{self.name}: TFRecord", str(error))
+            return np.zeros((self.crop_size, self.crop_size, 3), np.uint8), False
+
+    def decode(self, serialized: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        tile, ok = tf.numpy_function(self, [serialized], [tf.uint8, tf.bool], stateful=False)
         tile.set_shape([None, None, 3])
         ok.set_shape([])
         return tile, ok
@@ -279,16 +519,36 @@ def _epoch_position(element: tf.Tensor, size: int, seed: int, salt: int) -> tf.T
     return tf.random.experimental.index_shuffle(offset, seed=seed_pair, max_index=size64 - 1)
 
 
-def _record_stream(index: DomainIndex, seed: int, salt: int, start_element: int,
-                   crop_size: int) -> tf.data.Dataset:
-    """``(tile, ok)`` from TFRecord shards: interleaved, shuffled per pass, replayed up to ``start_element``."""
-    from virtual_ihc.data.tfrecords import tile_record_dataset
+def shuffled_shards(shards: list[str], seed: int, salt: int) -> tf.data.Dataset:
+    """Shard paths, every shard once per pass, in a fresh seeded order every pass (endless)."""
+    names = tf.constant(sorted(shards))
+    count = tf.constant(len(shards), tf.int64)
 
-    buffer = min(len(index), 2048)
-    stream = tile_record_dataset(list(index.records)).ignore_errors(log_warning=True)
-    stream = stream.shuffle(buffer, seed=seed * 4 + salt, reshuffle_each_iteration=True).repeat()
-    large_enough = lambda tile: tf.reduce_min(tf.shape(tile)[:2]) >= crop_size  # noqa: E731
-    return stream.skip(start_element).map(lambda tile: (tile, large_enough(tile)))
+    def one_pass(pass_number):
+        seed_pair = tf.stack([tf.constant(seed, tf.int64) * 4 + salt, pass_number])
+        positions = tf.data.Dataset.range(len(shards)).map(
+            lambda i: tf.random.experimental.index_shuffle(i, seed=seed_pair, max_index=count - 1))
+        return positions.map(lambda position: tf.gather(names, position))
+
+    return tf.data.Dataset.counter().flat_map(one_pass)
+
+
+def record_stream(index: DomainIndex, seed: int, salt: int, start_element: int = 0) -> tf.data.Dataset:
+    """Serialized tile records of a TFRecord domain, endless, from element ``start_element`` on.
+
+    Shards in a fresh seeded order every pass, :data:`RECORD_CYCLE_LENGTH` of them
+    interleaved record by record (deterministically), then a seeded shuffle
+    buffer; the same ``(seed, salt)`` gives the same stream, so resuming skips
+    the records already trained on (read, not decoded).
+    """
+    shards = shuffled_shards(list(index.records), seed, salt)
+    cycle = min(RECORD_CYCLE_LENGTH, len(index.records))
+    records = shards.interleave(lambda shard: tf.data.TFRecordDataset(shard).ignore_errors(log_warning=True),
+                                cycle_length=cycle, block_length=1, num_parallel_calls=tf.data.AUTOTUNE,
+                                deterministic=True)
+    buffer = min(len(index), RECORD_SHUFFLE_BUFFER)
+    records = records.shuffle(buffer, seed=seed * 4 + salt, reshuffle_each_iteration=False)
+    return records.skip(start_element)
 
 
 def _file_stream(index: DomainIndex, decoder: "TileDecoder", seed: int, salt: int,
@@ -302,17 +562,23 @@ def _file_stream(index: DomainIndex, decoder: "TileDecoder", seed: int, salt: in
 def make_train_dataset(he: DomainIndex, ki67: DomainIndex, batch_size: int, crop_size: int, seed: int,
                        augment_tiles: bool = True, start_element: int = 0,
                        failures: DecodeFailures | None = None) -> tf.data.Dataset:
-    """Infinite dataset of ``(real_he, real_ki67)`` batches, float32 ``(B, crop, crop, 3)`` in [-1, 1].
+    """Infinite dataset of ``(real_he, real_ki67, element)`` batches.
+
+    ``real_he``, ``real_ki67``: float32 ``(B, crop, crop, 3)`` in [-1, 1];
+    ``element``: int64 ``(B,)``, every row the stream position of the batch's last
+    element (the model records it; training resumes at ``element + 1``).
 
     Args:
-        start_element: index of the first element (``step * batch_size`` when resuming).
+        start_element: index of the first element (the recorded position when resuming).
         failures: collects files that fail to decode (skipped; the run goes on).
     """
     failures = failures if failures is not None else DecodeFailures()
     streams = []
     for salt, index in ((1, he), (2, ki67)):
         if index.records:
-            streams.append(_record_stream(index, seed, salt, start_element, crop_size))
+            decoder = RecordDecoder(index.name, failures, crop_size)
+            streams.append(record_stream(index, seed, salt, start_element).map(
+                decoder.decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True))
         else:
             streams.append(_file_stream(index, TileDecoder(index, failures, crop_size), seed, salt, start_element))
 
@@ -320,12 +586,15 @@ def make_train_dataset(he: DomainIndex, ki67: DomainIndex, batch_size: int, crop
         base = tf.stack([tf.constant(seed, tf.int64), element])
         return (augment(he_item[0], tf.random.experimental.stateless_fold_in(base, 1), crop_size, augment_tiles),
                 augment(ki67_item[0], tf.random.experimental.stateless_fold_in(base, 2), crop_size,
-                        augment_tiles))
+                        augment_tiles), element)
+
+    def mark_last(real_he, real_ki67, elements):
+        return real_he, real_ki67, tf.fill(tf.shape(elements), elements[-1])
 
     dataset = tf.data.Dataset.zip((tf.data.Dataset.counter(start=start_element), *streams))
     dataset = dataset.filter(lambda element, he_item, ki67_item: tf.logical_and(he_item[1], ki67_item[1]))
     dataset = dataset.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return dataset.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    return dataset.batch(batch_size, drop_remainder=True).map(mark_last).prefetch(tf.data.AUTOTUNE)
 
 
 def centre_crop(tile: np.ndarray, size: int) -> np.ndarray:

@@ -107,6 +107,27 @@ def decode_tile_image(serialized):
     return tf.io.decode_png(parse_tile_example(serialized)[IMAGE_KEY], channels=3)
 
 
+def decode_tile_record(serialized: bytes):
+    """A serialized tile example, decoded in Python: ``(uint8 RGB (H, W, 3), slide, x, y)``.
+
+    Raises:
+        ValueError: not a tile example, or an undecodable image (message names the slide and tile).
+    """
+    import tensorflow as tf
+
+    from virtual_ihc.data.io import decode_image_rgb
+
+    try:
+        feature = tf.train.Example.FromString(serialized).features.feature
+        slide = feature[SLIDE_KEY].bytes_list.value[0].decode("utf-8", "replace") if SLIDE_KEY in feature else "?"
+        x = int(feature[X_KEY].int64_list.value[0]) if X_KEY in feature else -1
+        y = int(feature[Y_KEY].int64_list.value[0]) if Y_KEY in feature else -1
+        png = feature[IMAGE_KEY].bytes_list.value[0]
+    except Exception as error:  # protobuf decode errors, missing features
+        raise ValueError(f"not a tile record ({error})") from error
+    return decode_image_rgb(png, source=f"TFRecord tile of slide {slide} at x={x}, y={y}"), slide, x, y
+
+
 def tile_record_dataset(files: list[str]) -> tf.data.Dataset:
     """Tiles of TFRecord shards as ``uint8 [H, W, 3]`` tensors, in file order.
 

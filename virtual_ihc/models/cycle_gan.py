@@ -56,6 +56,13 @@ class CycleGAN(keras.Model):
         self.pool_ki67 = ImagePool(pool_size, image_shape, name="pool_ki67")
         self.train_trackers = {key: keras.metrics.Mean(name=key) for key in TRAIN_METRICS}
         self.test_trackers = {key: keras.metrics.Mean(name=key) for key in TEST_METRICS}
+        counter = dict(dtype="int64", trainable=False, aggregation="only_first_replica")
+        # every train step, applied or skipped by loss scaling: the schedules and the step seed count these
+        self.train_step_counter = keras.Variable(0, name="train_step_counter", **counter)
+        # train steps whose update loss scaling skipped (a non-finite gradient on any replica)
+        self.skipped_steps = keras.Variable(0, name="skipped_steps", **counter)
+        # the input element after the last one trained on: where a resumed input stream starts
+        self.next_element = keras.Variable(0, name="next_element", **counter)
         self.generator_optimizer = None
         self.discriminator_optimizer = None
 
@@ -94,19 +101,44 @@ class CycleGAN(keras.Model):
         """A stateless seed unique to this step and replica (resumes identically)."""
         replica = tf.distribute.get_replica_context()
         replica_id = tf.cast(replica.replica_id_in_sync_group if replica else 0, tf.int64)
-        step = tf.cast(self.generator_optimizer.iterations, tf.int64)
+        step = tf.cast(self.train_step_counter, tf.int64)
         return tf.cast(tf.stack([tf.constant(self.seed, tf.int64), step * 64 + replica_id * 4]), tf.int32)
 
     @staticmethod
-    def _scaled_gradients(tape: tf.GradientTape, loss: tf.Tensor, variables: list,
-                          optimizer: keras.optimizers.Optimizer) -> list:
-        """Gradients of ``loss``, loss-scaled when the optimizer does it (mixed_float16)."""
+    def _scale_loss(loss: tf.Tensor, optimizer: keras.optimizers.Optimizer) -> tf.Tensor:
+        """``loss`` times the loss scale when the optimizer scales (mixed_float16); call inside the tape."""
         if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
-            loss = optimizer.scale_loss(loss)
-        return tape.gradient(loss, variables)
+            return optimizer.scale_loss(loss)
+        return loss
+
+    @staticmethod
+    def _apply(optimizer: keras.optimizers.Optimizer, gradients: list, variables: list) -> tf.Tensor:
+        """Apply ``gradients``; returns True when loss scaling skipped the update.
+
+        Keras' ``LossScaleOptimizer`` decides whether to skip from the first
+        replica's gradients only, then applies the sum over replicas, so an
+        overflow on another replica would reach the weights. The finite flags of
+        all replicas are combined here, and when any is false every replica's
+        gradients are made non-finite, so that every replica skips the step (and
+        the loss scale is halved).
+        """
+        if not isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+            optimizer.apply(gradients, variables)
+            return tf.constant(False)
+        local_overflow = tf.cast(tf.logical_not(optimizer.check_finite(gradients)), tf.float32)
+        overflow = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, local_overflow) > 0
+        poison = tf.where(overflow, float("nan"), 1.0)
+        optimizer.apply([gradient * tf.cast(poison, gradient.dtype) for gradient in gradients], variables)
+        return overflow
 
     def train_step(self, data):
-        real_he, real_ki67 = data
+        """One update of both generators and both discriminators.
+
+        ``data``: ``(real_he, real_ki67)`` or ``(real_he, real_ki67, element)``,
+        where ``element`` (int64 ``(B,)``, the same value in every row) is the
+        input-stream position of the batch's last element (recorded for ``--resume``).
+        """
+        real_he, real_ki67 = data[0], data[1]
         cfg = self.loss_config
         seed = self._step_seed()
         average = tf.nn.compute_average_loss  # per-example -> mean over the global batch
@@ -143,14 +175,19 @@ class CycleGAN(keras.Model):
                 self.discriminator_he(real_he, training=True),
                 self.discriminator_he(pooled_fake_he, training=True), cfg.adversarial))
             discriminator_loss = discriminator_ki67_loss + discriminator_he_loss
+            scaled_generator_loss = self._scale_loss(generator_loss, self.generator_optimizer)
+            scaled_discriminator_loss = self._scale_loss(discriminator_loss, self.discriminator_optimizer)
 
-        generator_gradients = self._scaled_gradients(tape, generator_loss, self.generator_variables,
-                                                     self.generator_optimizer)
-        discriminator_gradients = self._scaled_gradients(tape, discriminator_loss, self.discriminator_variables,
-                                                         self.discriminator_optimizer)
+        generator_gradients = tape.gradient(scaled_generator_loss, self.generator_variables)
+        discriminator_gradients = tape.gradient(scaled_discriminator_loss, self.discriminator_variables)
         del tape
-        self.generator_optimizer.apply(generator_gradients, self.generator_variables)
-        self.discriminator_optimizer.apply(discriminator_gradients, self.discriminator_variables)
+        generator_skipped = self._apply(self.generator_optimizer, generator_gradients, self.generator_variables)
+        discriminator_skipped = self._apply(self.discriminator_optimizer, discriminator_gradients,
+                                            self.discriminator_variables)
+        self.skipped_steps.assign_add(tf.cast(tf.logical_or(generator_skipped, discriminator_skipped), tf.int64))
+        self.train_step_counter.assign_add(1)
+        if len(data) > 2:
+            self.next_element.assign(tf.cast(data[2][0], tf.int64) + 1)
 
         values = {
             "generator_loss": generator_loss,
@@ -162,7 +199,10 @@ class CycleGAN(keras.Model):
             "discriminator_he_loss": discriminator_he_loss,
             "discriminator_ki67_loss": discriminator_ki67_loss,
         }
-        return self._update(self.train_trackers, values)
+        # each replica holds its share of the global-batch mean (compute_average_loss); times the
+        # replicas it is the replica's own mean, and the trackers average those (as Keras' fit does)
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        return self._update(self.train_trackers, {key: value * replicas for key, value in values.items()})
 
     def test_step(self, data):
         """Reconstruction quality of both cycles: SSIM, PSNR (dB) and MAE, all on [0, 1] images."""

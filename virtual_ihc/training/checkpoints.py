@@ -1,7 +1,9 @@
 """Atomic, resumable checkpoints of the whole training state.
 
 A checkpoint holds the four networks, both optimizers (Adam moments, step
-counters, loss scale), both image pools and the epoch counter. It is written to
+counters, loss scale), both image pools, the epoch counter and the model's
+progress counters (train steps, steps skipped by loss scaling, and the input
+element to resume from). It is written to
 ``checkpoints/.tmp_epoch_NNN/`` and renamed to ``checkpoints/epoch_NNN/`` only
 when complete, so a crash mid-save never leaves a checkpoint that breaks
 ``--resume``: an incomplete one keeps its temporary name and is ignored.
@@ -42,8 +44,9 @@ class CheckpointManager:
     def __init__(self, directory: str | Path, model, keep: int = 0):
         self.directory = Path(directory)
         self.keep = keep
+        self.model = model
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
-        self.checkpoint = tf.train.Checkpoint(
+        state = dict(
             generator_he_to_ki67=model.generator_he_to_ki67,
             generator_ki67_to_he=model.generator_ki67_to_he,
             discriminator_he=model.discriminator_he,
@@ -54,6 +57,10 @@ class CheckpointManager:
             pool_ki67=model.pool_ki67,
             epoch=self.epoch,
         )
+        # checkpoints written before the progress counters existed hold only ``state``
+        self.legacy_checkpoint = tf.train.Checkpoint(**state)
+        self.checkpoint = tf.train.Checkpoint(**state, train_step_counter=model.train_step_counter,
+                                              skipped_steps=model.skipped_steps, next_element=model.next_element)
 
     def save(self, epoch: int) -> Path:
         """Write the state after ``epoch`` completed epochs; returns the checkpoint prefix."""
@@ -90,6 +97,10 @@ class CheckpointManager:
             if latest is None:
                 raise FileNotFoundError(f"--resume: no checkpoint in {self.directory}")
             prefix = latest[1]
-        self.checkpoint.read(str(prefix)).assert_existing_objects_matched()
+        if any(name.startswith("train_step_counter/") for name, _ in tf.train.list_variables(str(prefix))):
+            self.checkpoint.read(str(prefix)).assert_existing_objects_matched()
+        else:  # an older checkpoint: every step was applied; the caller derives the input position
+            self.legacy_checkpoint.read(str(prefix)).assert_existing_objects_matched()
+            self.model.train_step_counter.assign(self.model.generator_optimizer.iterations)
         logger.info("restored %s (epoch %d)", prefix, int(self.epoch.numpy()))
         return int(self.epoch.numpy())

@@ -1,4 +1,9 @@
-"""Learning-rate schedules, functions of the optimizer's step counter (so ``--resume`` restores them)."""
+"""Learning-rate schedules, functions of the model's train-step counter (so ``--resume`` restores them).
+
+The counter counts every train step; the optimizer's own ``iterations`` does not
+count the steps that mixed_float16 loss scaling skips, so a schedule driven by it
+would lag behind the epochs by the number of skipped steps.
+"""
 
 from __future__ import annotations
 
@@ -44,6 +49,17 @@ def build_learning_rate_schedule(config: TrainConfig, steps_per_epoch: int):
     if config.lr_schedule == "constant":
         return config.learning_rate
     raise ValueError(f"--lr-schedule: unknown schedule {config.lr_schedule!r}")
+
+
+def on_step_counter(schedule, counter):
+    """The learning rate for an optimizer: ``schedule(counter)`` as a no-argument callable.
+
+    ``counter``: the model's ``train_step_counter`` (every step, skipped or not).
+    A constant learning rate is returned as it is.
+    """
+    if not callable(schedule):
+        return schedule
+    return lambda: schedule(counter)
 
 
 def current_learning_rate(optimizer: keras.optimizers.Optimizer) -> float:

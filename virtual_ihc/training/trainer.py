@@ -26,16 +26,19 @@ import tensorflow as tf
 from virtual_ihc.config import ConfigError, ExperimentConfig, validate_config
 from virtual_ihc.data.pipeline import (DecodeFailures, DomainIndex, default_steps_per_epoch, index_domain,
                                        load_validation_tiles, make_train_dataset, make_validation_dataset,
-                                       split_validation)
+                                       remove_tile_cache, split_validation)
 from virtual_ihc.data.io import remove_orphaned_temporaries
 from virtual_ihc.data.synthetic import write_sample_dataset
 from virtual_ihc.export import export_generators
 from virtual_ihc.models import CycleGAN, build_patchgan_discriminator, build_resnet_generator
 from virtual_ihc.training.callbacks import DecodeFailureReport, EpochCheckpoint, LearningRateLogger, SampleImages
 from virtual_ihc.training.checkpoints import CheckpointManager, list_checkpoints
-from virtual_ihc.training.schedules import build_learning_rate_schedule
+from virtual_ihc.training.schedules import build_learning_rate_schedule, on_step_counter
 
 logger = logging.getLogger(__name__)
+
+#: decoded copies of large images for region reads while training (removed at the end of a run)
+TILE_CACHE = ".tile_cache"
 
 
 @dataclasses.dataclass
@@ -94,7 +97,8 @@ def compile_cycle_gan(model: CycleGAN, config: ExperimentConfig, steps_per_epoch
     train = config.train
 
     def adam():
-        optimizer = keras.optimizers.Adam(build_learning_rate_schedule(train, steps_per_epoch),
+        schedule = build_learning_rate_schedule(train, steps_per_epoch)
+        optimizer = keras.optimizers.Adam(on_step_counter(schedule, model.train_step_counter),
                                           beta_1=train.beta_1, beta_2=train.beta_2)
         if train.mixed_precision == "mixed_float16":
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
@@ -114,7 +118,7 @@ def resolve_domains(config: ExperimentConfig, run_dir: Path) -> tuple[DomainInde
         he_dir, ki67_dir = root / "he" / "train", root / "ki67" / "train"
         he_val_dir, ki67_val_dir = root / "he" / "val", root / "ki67" / "val"
     index = lambda folder, name: index_domain(folder, name, data.tile_size, data.tile_overlap,  # noqa: E731
-                                              data.min_tissue, data.crop_size)
+                                              data.min_tissue, data.crop_size, run_dir / TILE_CACHE)
     he, ki67 = index(he_dir, f"--he-dir {he_dir}"), index(ki67_dir, f"--ki67-dir {ki67_dir}")
     if (he_val_dir is None) != (ki67_val_dir is None):
         raise ConfigError("--he-val-dir and --ki67-val-dir must be given together")
@@ -150,6 +154,7 @@ def run_training(config: ExperimentConfig, resume: bool = False, overwrite: bool
         (run_dir / "history.csv").unlink(missing_ok=True)
 
     remove_orphaned_temporaries(run_dir)  # images of a killed earlier run
+    remove_tile_cache(run_dir / TILE_CACHE)  # of a crashed earlier run
     strategy = select_strategy(config.train.distribute)
     replicas = strategy.num_replicas_in_sync
     validate_config(config, num_replicas=replicas)
@@ -169,12 +174,14 @@ def run_training(config: ExperimentConfig, resume: bool = False, overwrite: bool
     initial_epoch = manager.restore() if resume else 0
     if initial_epoch >= train.epochs:
         logger.warning("run already has %d epochs (asked for %d): nothing to train", initial_epoch, train.epochs)
+    start_element = int(model.next_element.numpy())
+    if initial_epoch and not start_element:  # a checkpoint from before the position was recorded
+        start_element = initial_epoch * steps_per_epoch * train.batch_size
 
     failures = DecodeFailures()
     crop = config.data.crop_size
     train_dataset = make_train_dataset(he, ki67, train.batch_size, crop, train.seed, config.data.augment,
-                                       start_element=initial_epoch * steps_per_epoch * train.batch_size,
-                                       failures=failures)
+                                       start_element=start_element, failures=failures)
     val_he, val_ki67 = load_validation_tiles(he_val, ki67_val, crop, config.data.max_val_tiles, failures)
     val_dataset = make_validation_dataset(val_he, val_ki67, train.batch_size)
     samples = [tiles[:train.sample_images].astype(np.float32) / 127.5 - 1.0 for tiles in (val_he, val_ki67)]
@@ -195,6 +202,7 @@ def run_training(config: ExperimentConfig, resume: bool = False, overwrite: bool
         exports = export_generators({"he_to_ki67": model.generator_he_to_ki67,
                                      "ki67_to_he": model.generator_ki67_to_he}, run_dir / "export",
                                     tile_size=crop, mpp=config.data.mpp)
+    remove_tile_cache(run_dir / TILE_CACHE)
     skipped = {**he.skipped, **ki67.skipped, **he_val.skipped, **ki67_val.skipped}
     return TrainingResult(run_dir=run_dir, epochs_completed=max(initial_epoch, train.epochs),
                           steps_per_epoch=steps_per_epoch, history=history.history, exports=exports,
