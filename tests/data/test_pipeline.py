@@ -2,10 +2,11 @@ import cv2
 import numpy as np
 import pytest
 import tensorflow as tf
+import tifffile
 
 from virtual_ihc.data.io import write_image_rgb
-from virtual_ihc.data.pipeline import (DataError, DecodeFailures, _epoch_position, augment, index_domain,
-                                       load_validation_tiles, make_train_dataset, split_validation)
+from virtual_ihc.data.pipeline import (DataError, DecodeFailures, TileDecoder, _epoch_position, augment,
+                                       index_domain, load_validation_tiles, make_train_dataset, split_validation)
 from virtual_ihc.data.synthetic import sample_tiles
 
 TILE, CROP = 40, 32
@@ -137,3 +138,120 @@ def test_tfrecord_shards_are_a_domain_like_a_folder_of_tiles(tmp_path):
     assert len(train) == len(val) == 3 and not set(train.records) & set(val.records)
     he_val, ki67_val = load_validation_tiles(he, val, CROP, max_tiles=2)
     assert ki67_val.shape == (2, CROP, CROP, 3)
+
+
+def _fake_record_domain(folder, slides, shards_per_slide, per_shard):
+    """Shards named ``<slide>-<chunk>`` as data_prep writes them; the tiles are placeholders (never decoded)."""
+    from virtual_ihc.data.pipeline import index_records
+    from virtual_ihc.data.tfrecords import TileRecord, write_tile_shard
+
+    for slide in range(slides):
+        for chunk in range(shards_per_slide):
+            write_tile_shard(folder / f"slide{slide}-{chunk:05d}.tfrecord",
+                             [TileRecord(b"", f"slide{slide}", chunk, i, 8) for i in range(per_shard)])
+    return index_records(folder, "he")
+
+
+def _record_keys(dataset, count):
+    from virtual_ihc.data.tfrecords import SLIDE_KEY, X_KEY, Y_KEY
+
+    spec = {SLIDE_KEY: tf.io.FixedLenFeature([], tf.string), X_KEY: tf.io.FixedLenFeature([], tf.int64),
+            Y_KEY: tf.io.FixedLenFeature([], tf.int64)}
+    keys = []
+    for batch in dataset.take(count).batch(4096).as_numpy_iterator():
+        parsed = tf.io.parse_example(batch, spec)
+        keys += list(zip(parsed[SLIDE_KEY].numpy().tolist(), parsed[X_KEY].numpy().tolist(),
+                         parsed[Y_KEY].numpy().tolist()))
+    return keys
+
+
+@pytest.mark.slow
+def test_tfrecord_stream_mixes_slides_and_reshuffles_every_pass(tmp_path):
+    """4 slides of 10 shards x 256 tiles (each slide larger than the shuffle buffer): in every window of
+    1000 consecutive elements no slide has more than 35 % (its fair share is 25 %)."""
+    from virtual_ihc.data.pipeline import record_stream
+
+    index = _fake_record_domain(tmp_path, slides=4, shards_per_slide=10, per_shard=256)
+    total = len(index)
+    keys = _record_keys(record_stream(index, seed=3, salt=1), 2 * total)
+    slides = [key[0] for key in keys]
+    shares = [max(slides[start:start + 1000].count(name) for name in set(slides)) / 1000
+              for start in range(0, len(slides) - 1000 + 1, 250)]
+    assert max(shares) <= 0.35, max(shares)
+    first_pass, second_pass = keys[:total], keys[total:]
+    assert len(set(first_pass)) > 0.8 * total  # the shuffle buffer mixes the pass boundaries a little
+    assert first_pass != second_pass
+    resumed = _record_keys(record_stream(index, seed=3, salt=1, start_element=1234), 500)
+    assert resumed == keys[1234:1734]
+
+
+def _tissue_image(height, width, seed=0):
+    rng = np.random.default_rng(seed)
+    return np.clip(np.array([200, 110, 170]) + rng.integers(-20, 21, (height, width, 3)), 0, 255).astype(np.uint8)
+
+
+def test_tiles_of_large_images_are_read_by_region_without_decoding_the_image_again(tmp_path, monkeypatch):
+    from virtual_ihc.data import pipeline
+
+    images = {}
+    for number in range(3):
+        images[f"png{number}"] = _tissue_image(130, 150, number)
+        write_image_rgb(tmp_path / "large" / f"png{number}.png", images[f"png{number}"])
+    images["tiled"] = _tissue_image(140, 120, 9)
+    tifffile.imwrite(tmp_path / "large" / "tiled.tif", images["tiled"], tile=(32, 32), compression="zlib",
+                     photometric="rgb")
+    index = index_domain(tmp_path / "large", "he", TILE, 20, 0.5, CROP, cache_dir=tmp_path / "cache")
+    assert index.regions[str(tmp_path / "large" / "tiled.tif")] == ""  # read from the file by region
+    assert all(index.regions[str(tmp_path / "large" / f"png{n}.png")].endswith(".npy") for n in range(3))
+
+    full_decodes = []
+    monkeypatch.setattr(pipeline, "read_image_rgb", lambda path: full_decodes.append(path))
+    decoder = TileDecoder(index, DecodeFailures(), CROP)
+    for position in np.random.default_rng(0).permutation(len(index.sources)):
+        source = index.sources[position]
+        tile, ok = decoder(position)
+        assert ok
+        expected = images[source.path.split("/")[-1].split(".")[0]][source.y:source.y + TILE,
+                                                                    source.x:source.x + TILE]
+        np.testing.assert_array_equal(tile, expected)
+    assert full_decodes == []
+
+
+@pytest.mark.parametrize("files", [1, 2])
+def test_few_large_images_hold_out_a_band_that_no_training_tile_overlaps(tmp_path, files, caplog):
+    for number in range(files):
+        write_image_rgb(tmp_path / "he" / f"region{number}.png", _tissue_image(200, 130, number))
+    index = _index(tmp_path / "he")
+    with caplog.at_level("INFO"):
+        train, val = split_validation(index, 0.05, seed=0)
+    assert {s.path for s in train.sources} == {s.path for s in val.sources} == {s.path for s in index.sources}
+    for tile in val.sources:
+        for other in train.sources:
+            if other.path == tile.path:
+                overlap_y = min(tile.y, other.y) + TILE > max(tile.y, other.y)
+                overlap_x = min(tile.x, other.x) + TILE > max(tile.x, other.x)
+                assert not (overlap_y and overlap_x), (tile, other)
+    assert len(val) >= 0.05 * len(index) and len(train) > 0.6 * len(index)
+    assert f"{len(train)} tiles for training, {len(val)} for validation" in caplog.text
+
+
+def test_one_large_image_per_stain_is_enough_to_start_training(tmp_path, tiny_config):
+    from virtual_ihc.training.trainer import resolve_domains
+
+    for stain in ("he", "ki67"):
+        write_image_rgb(tmp_path / stain / "region.png", _tissue_image(200, 200, len(stain)))
+    config = tiny_config(data={"he_dir": str(tmp_path / "he"), "ki67_dir": str(tmp_path / "ki67")})
+    he, ki67, he_val, ki67_val = resolve_domains(config, tmp_path / "run")
+    assert len(he) and len(ki67) and len(he_val) and len(ki67_val)
+
+
+def test_tfrecord_validation_holds_out_whole_slides(tmp_path, caplog):
+    index = _fake_record_domain(tmp_path, slides=6, shards_per_slide=3, per_shard=4)
+    for seed in range(5):
+        with caplog.at_level("INFO"):
+            train, val = split_validation(index, 0.3, seed=seed)
+        train_slides = set().union(*train.record_slides.values())
+        val_slides = set().union(*val.record_slides.values())
+        assert val_slides and train_slides and not train_slides & val_slides
+        assert len(train) + len(val) == len(index)
+        assert "validation split by slide" in caplog.text

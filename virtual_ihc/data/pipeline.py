@@ -23,8 +23,8 @@ indexing time (``cache_dir``).
 
 A domain folder holding sharded TFRecords (``*.tfrecord``, as written by
 ``python -m data_prep.tile_slides --format tfrecord``) is streamed instead:
-the shard list is shuffled afresh every pass (seeded), 16 shards are
-interleaved record by record, then a seeded shuffle buffer mixes them, so no
+the shard list is shuffled afresh every pass (seeded, each slide's shards
+spread evenly over the pass), 16 shards are interleaved record by record, then a seeded shuffle buffer mixes them, so no
 slide dominates a stretch of the stream. ``--resume`` replays the serialized
 records up to the element where training stopped (without decoding them).
 Records that fail to decode are skipped with a warning and counted.
@@ -519,16 +519,33 @@ def _epoch_position(element: tf.Tensor, size: int, seed: int, salt: int) -> tf.T
     return tf.random.experimental.index_shuffle(offset, seed=seed_pair, max_index=size64 - 1)
 
 
-def shuffled_shards(shards: list[str], seed: int, salt: int) -> tf.data.Dataset:
-    """Shard paths, every shard once per pass, in a fresh seeded order every pass (endless)."""
-    names = tf.constant(sorted(shards))
-    count = tf.constant(len(shards), tf.int64)
+def shard_order(slide_of_shard: list[str], seed: int, salt: int, pass_number: int) -> np.ndarray:
+    """Positions of the shards in one pass: random, with each slide's shards spread evenly over the pass.
+
+    Shard ``i`` of a slide with ``n`` shards (in a random order) gets the key
+    ``(i + u) / n`` (``u`` uniform, one per slide), and shards are sorted by key:
+    every stretch of the pass holds the slides in proportion to their shards, so
+    interleaving neighbouring shards mixes slides. A pure function of its arguments.
+    """
+    rng = np.random.default_rng([seed, salt, pass_number])
+    keys = np.empty(len(slide_of_shard))
+    for slide in sorted(set(slide_of_shard)):
+        members = rng.permutation([i for i, name in enumerate(slide_of_shard) if name == slide])
+        keys[members] = (np.arange(len(members)) + rng.uniform()) / len(members)
+    return np.argsort(keys, kind="stable").astype(np.int64)
+
+
+def shuffled_shards(index: DomainIndex, seed: int, salt: int) -> tf.data.Dataset:
+    """Shard paths, every shard once per pass, in a fresh seeded :func:`shard_order` every pass (endless)."""
+    shards = sorted(index.records)
+    names = tf.constant(shards)
+    group_of = {shard: number for number, group in enumerate(_slide_groups(index.record_slides)) for shard in group}
+    slide_of_shard = [str(group_of.get(shard, shard)) for shard in shards]
 
     def one_pass(pass_number):
-        seed_pair = tf.stack([tf.constant(seed, tf.int64) * 4 + salt, pass_number])
-        positions = tf.data.Dataset.range(len(shards)).map(
-            lambda i: tf.random.experimental.index_shuffle(i, seed=seed_pair, max_index=count - 1))
-        return positions.map(lambda position: tf.gather(names, position))
+        order = tf.numpy_function(lambda number: shard_order(slide_of_shard, seed, salt, int(number)),
+                                  [pass_number], tf.int64, stateful=False)
+        return tf.data.Dataset.from_tensor_slices(tf.gather(names, tf.ensure_shape(order, [len(shards)])))
 
     return tf.data.Dataset.counter().flat_map(one_pass)
 
@@ -536,12 +553,12 @@ def shuffled_shards(shards: list[str], seed: int, salt: int) -> tf.data.Dataset:
 def record_stream(index: DomainIndex, seed: int, salt: int, start_element: int = 0) -> tf.data.Dataset:
     """Serialized tile records of a TFRecord domain, endless, from element ``start_element`` on.
 
-    Shards in a fresh seeded order every pass, :data:`RECORD_CYCLE_LENGTH` of them
+    Shards in a fresh seeded order every pass (slides spread evenly), :data:`RECORD_CYCLE_LENGTH` of them
     interleaved record by record (deterministically), then a seeded shuffle
     buffer; the same ``(seed, salt)`` gives the same stream, so resuming skips
     the records already trained on (read, not decoded).
     """
-    shards = shuffled_shards(list(index.records), seed, salt)
+    shards = shuffled_shards(index, seed, salt)
     cycle = min(RECORD_CYCLE_LENGTH, len(index.records))
     records = shards.interleave(lambda shard: tf.data.TFRecordDataset(shard).ignore_errors(log_warning=True),
                                 cycle_length=cycle, block_length=1, num_parallel_calls=tf.data.AUTOTUNE,
