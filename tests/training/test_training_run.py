@@ -18,11 +18,31 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def trained_run(tmp_path_factory):
+def data_with_corrupt_tiles(tmp_path_factory):
+    """Tile folders whose training side holds truncated PNGs (indexed fine, failing to decode)."""
+    from virtual_ihc.data.io import write_image_rgb
+    from virtual_ihc.data.synthetic import sample_tiles
+
+    root = tmp_path_factory.mktemp("data")
+    folders = {}
+    for stain in ("he", "ki67"):
+        for split, count in (("train", 12), ("val", 4)):
+            folder = folders[f"{stain}_{split}"] = root / stain / split
+            for number, tile in enumerate(sample_tiles(stain, count, 40, seed=len(stain) + count)):
+                write_image_rgb(folder / f"{number:03d}.png", tile)
+        for number in range(3):
+            good = (folders[f"{stain}_train"] / f"{number:03d}.png").read_bytes()
+            (folders[f"{stain}_train"] / f"corrupt_{number}.png").write_bytes(good[:len(good) // 2])
+    return {"he_dir": str(folders["he_train"]), "ki67_dir": str(folders["ki67_train"]),
+            "he_val_dir": str(folders["he_val"]), "ki67_val_dir": str(folders["ki67_val"])}
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, data_with_corrupt_tiles):
     """Two epochs in one go; also the reference for the resume test."""
     from tests_support import tiny_config_for
 
-    config = tiny_config_for(tmp_path_factory.mktemp("run") / "continuous")
+    config = tiny_config_for(tmp_path_factory.mktemp("run") / "continuous", data=data_with_corrupt_tiles)
     return config, run_training(config)
 
 
@@ -80,15 +100,17 @@ def test_keras_files_reload_to_the_same_generator(trained_run):
     np.testing.assert_allclose(np.asarray(reloaded(images)), np.asarray(from_checkpoint(images)), atol=1e-5)
 
 
-def test_resume_continues_exactly_where_the_checkpoint_stopped(trained_run, tmp_path):
+def test_resume_continues_exactly_where_the_checkpoint_stopped(trained_run, data_with_corrupt_tiles, tmp_path):
+    """Also when tiles failed to decode (and were skipped) before the checkpoint: the stream resumes at
+    the element after the last one trained on, not at epochs * steps * batch."""
     from tests_support import tiny_config_for
 
     config, continuous = trained_run
-    first = tiny_config_for(tmp_path / "resumed", train={"epochs": 1, "export": False})
-    run_training(first)
+    first = tiny_config_for(tmp_path / "resumed", data=data_with_corrupt_tiles, train={"epochs": 1, "export": False})
+    assert run_training(first).decode_failures > 0  # the first epoch skipped corrupt tiles
     # a crash while writing a later checkpoint leaves only a temporary folder, which resume ignores
     (tmp_path / "resumed" / "checkpoints" / ".tmp_epoch_002").mkdir()
-    second = tiny_config_for(tmp_path / "resumed", train={"epochs": 2, "export": False})
+    second = tiny_config_for(tmp_path / "resumed", data=data_with_corrupt_tiles, train={"epochs": 2, "export": False})
     resumed = run_training(second, resume=True)
 
     assert resumed.history["learning_rate"] == pytest.approx(continuous.history["learning_rate"][1:])

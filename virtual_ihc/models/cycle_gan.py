@@ -27,6 +27,21 @@ TEST_METRICS = (
 )
 
 
+def _on_any_replica(flag: tf.Tensor) -> tf.Tensor:
+    """Whether a boolean scalar is true on any replica (``flag`` itself on one device).
+
+    Gathered in a merge call with plain ops rather than a collective all-reduce:
+    a collective issued next to the loss-scale optimizer's conditional gradient
+    all-reduce can run in a different order on different replicas.
+    """
+    replica = tf.distribute.get_replica_context()
+    if replica is None or replica.num_replicas_in_sync == 1:
+        return flag
+    return replica.merge_call(
+        lambda strategy, value: tf.reduce_any(tf.stack(strategy.experimental_local_results(value))),
+        args=(flag,))
+
+
 class CycleGAN(keras.Model):
     """Holds ``generator_he_to_ki67``, ``generator_ki67_to_he``, ``discriminator_he``, ``discriminator_ki67``.
 
@@ -125,8 +140,7 @@ class CycleGAN(keras.Model):
         if not isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
             optimizer.apply(gradients, variables)
             return tf.constant(False)
-        local_overflow = tf.cast(tf.logical_not(optimizer.check_finite(gradients)), tf.float32)
-        overflow = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, local_overflow) > 0
+        overflow = _on_any_replica(tf.logical_not(optimizer.check_finite(gradients)))
         poison = tf.where(overflow, float("nan"), 1.0)
         optimizer.apply([gradient * tf.cast(poison, gradient.dtype) for gradient in gradients], variables)
         return overflow

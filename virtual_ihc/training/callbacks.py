@@ -29,7 +29,8 @@ class EpochCheckpoint(keras.callbacks.Callback):
 
 
 class LearningRateLogger(keras.callbacks.Callback):
-    """Adds ``learning_rate`` (the rate the next step will use) to the epoch logs.
+    """Adds ``learning_rate`` (the rate the next step will use) to the epoch logs, and under
+    mixed_float16 loss scaling ``skipped_steps`` (steps skipped for a non-finite gradient, so far).
 
     Must come before ``CSVLogger`` / ``TensorBoard`` in the callback list.
     """
@@ -41,6 +42,8 @@ class LearningRateLogger(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
             logs["learning_rate"] = current_learning_rate(self.optimizer)
+            if isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
+                logs["skipped_steps"] = int(self.model.skipped_steps.numpy())
 
 
 def sample_grid(model, real_he: np.ndarray, real_ki67: np.ndarray) -> np.ndarray:
