@@ -176,3 +176,65 @@ def test_ms_ssim_cycle_loss_trains_with_finite_losses_and_weights(tmp_path):
     assert 0 < result.history["cycle_ssim_loss"][-1] < 4
     for generator in load_generators(result.run_dir).values():
         assert all(np.isfinite(np.asarray(weight)).all() for weight in generator.weights)
+
+
+def _copy_run(result, destination):
+    import shutil
+
+    shutil.copytree(result.run_dir, destination)
+    return destination
+
+
+def test_a_diverging_run_stops_with_an_error_and_keeps_the_last_finite_checkpoint_and_export(
+        trained_run, tmp_path, capsys):
+    """Two good epochs, then --resume --learning-rate 1e20 --keep-checkpoints 1."""
+    from virtual_ihc.training import cli
+
+    _, result = trained_run
+    run_dir = _copy_run(result, tmp_path / "run")
+    export = run_dir / "export" / "he_to_ki67" / "saved_model.pb"
+    export_bytes = export.read_bytes()
+    parser = __import__("argparse").ArgumentParser()
+    cli.configure_parser(parser)
+    code = cli.run(parser.parse_args(["--out", str(run_dir), "--resume", "--epochs", "4",
+                                      "--learning-rate", "1e20", "--keep-checkpoints", "1"]))
+    error = capsys.readouterr().err
+    assert code == 1
+    assert "training diverged in epoch 3" in error and "epoch_002" in error
+    assert [epoch for epoch, _ in list_checkpoints(run_dir / "checkpoints")] == [1, 2]  # nothing pruned
+    assert export.read_bytes() == export_bytes
+    generators = load_generators(run_dir)
+    assert all(np.isfinite(np.asarray(w)).all() for g in generators.values() for w in g.weights)
+
+
+def test_history_rows_lost_between_checkpoint_and_csv_are_rebuilt_on_resume(trained_run, data_with_corrupt_tiles,
+                                                                            tmp_path):
+    """A kill after checkpoint epoch_002 was renamed but before its history row was written leaves
+    history.csv with one row; the resumed run must end with one row per epoch, the lost one rebuilt."""
+    from tests_support import tiny_config_for
+
+    _, result = trained_run
+    run_dir = _copy_run(result, tmp_path / "run")
+    with open(run_dir / "history.csv") as handle:
+        original = list(csv.DictReader(handle))
+    lines = (run_dir / "history.csv").read_text().splitlines(keepends=True)
+    (run_dir / "history.csv").write_text("".join(lines[:-1]))  # the row of epoch 2 never written
+    config = tiny_config_for(run_dir, data=data_with_corrupt_tiles, train={"epochs": 3, "export": False})
+    run_training(config, resume=True)
+    with open(run_dir / "history.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["epoch"] for row in rows] == ["0", "1", "2"]
+    for key in ("generator_loss", "val_he_cycle_ssim", "learning_rate"):
+        assert float(rows[1][key]) == pytest.approx(float(original[1][key]), rel=1e-6), key
+
+
+def test_a_run_removes_images_left_half_written_by_a_killed_run(trained_run, data_with_corrupt_tiles, tmp_path):
+    from tests_support import tiny_config_for
+
+    _, result = trained_run
+    run_dir = _copy_run(result, tmp_path / "run")
+    orphan = run_dir / "samples" / ".epoch_003.png.999999999.tmp.png"  # no process has this id
+    orphan.write_bytes(b"half an image")
+    run_training(tiny_config_for(run_dir, data=data_with_corrupt_tiles, train={"epochs": 2, "export": False}),
+                 resume=True)
+    assert not orphan.exists()

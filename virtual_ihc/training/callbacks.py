@@ -18,14 +18,39 @@ logger = logging.getLogger(__name__)
 
 
 class EpochCheckpoint(keras.callbacks.Callback):
-    """Saves the whole training state at the end of every epoch (atomically)."""
+    """Saves the whole training state at the end of every epoch (atomically), if it is finite.
+
+    Non-finite weights, or non-finite training losses without loss scaling (which
+    would have applied them), stop training instead: nothing is saved or pruned,
+    so the last checkpoint stays the last finite one, and ``manager.refused``
+    says why (the trainer turns it into an error before exporting anything).
+    With mixed_float16 loss scaling a non-finite loss means a skipped step, not
+    a broken model, so only the weights are checked.
+    """
 
     def __init__(self, manager: CheckpointManager):
         super().__init__()
         self.manager = manager
 
     def on_epoch_end(self, epoch, logs=None):
-        self.manager.save(epoch + 1)
+        logs = logs or {}
+        problems = []
+        if not isinstance(self.model.generator_optimizer, keras.optimizers.LossScaleOptimizer):
+            problems += [f"{key} = {value}" for key, value in logs.items()
+                         if not key.startswith("val_") and not np.isfinite(np.asarray(value, np.float64)).all()]
+        bad_weights = self.manager.non_finite_state()
+        if bad_weights:
+            problems.append(f"{len(bad_weights)} weight tensors hold NaN or infinity (e.g. {bad_weights[0]})")
+        if problems:
+            latest = self.manager.latest()
+            self.manager.refused = (
+                f"training diverged in epoch {epoch + 1}: {'; '.join(problems[:4])}. Nothing was saved for it; "
+                + (f"the last finite checkpoint is {latest[1].parent} (epoch {latest[0]})" if latest
+                   else "there is no checkpoint") + ". Lower --learning-rate and --resume.")
+            logger.error(self.manager.refused)
+            self.model.stop_training = True
+            return
+        self.manager.save(epoch + 1, logs)
 
 
 class LearningRateLogger(keras.callbacks.Callback):

@@ -7,11 +7,16 @@ element to resume from). It is written to
 ``checkpoints/.tmp_epoch_NNN/`` and renamed to ``checkpoints/epoch_NNN/`` only
 when complete, so a crash mid-save never leaves a checkpoint that breaks
 ``--resume``: an incomplete one keeps its temporary name and is ignored.
+Each checkpoint folder also keeps its epoch's logs (``logs.json``: the
+``history.csv`` row), so a row lost to a crash between the checkpoint and the
+CSV write is rebuilt on ``--resume``.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import os
 import re
 import shutil
@@ -23,6 +28,8 @@ logger = logging.getLogger(__name__)
 
 _EPOCH_DIR = re.compile(r"^epoch_(\d{3,})$")
 CHECKPOINT_PREFIX = "ckpt"
+#: the epoch's logs (losses, validation metrics, learning rate) next to its checkpoint
+LOGS_FILE = "logs.json"
 
 
 def list_checkpoints(directory: str | Path) -> list[tuple[int, Path]]:
@@ -45,6 +52,8 @@ class CheckpointManager:
         self.directory = Path(directory)
         self.keep = keep
         self.model = model
+        #: why the last epoch was not saved (non-finite state), or None
+        self.refused: str | None = None
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         state = dict(
             generator_he_to_ki67=model.generator_he_to_ki67,
@@ -62,14 +71,16 @@ class CheckpointManager:
         self.checkpoint = tf.train.Checkpoint(**state, train_step_counter=model.train_step_counter,
                                               skipped_steps=model.skipped_steps, next_element=model.next_element)
 
-    def save(self, epoch: int) -> Path:
-        """Write the state after ``epoch`` completed epochs; returns the checkpoint prefix."""
+    def save(self, epoch: int, logs: dict | None = None) -> Path:
+        """Write the state after ``epoch`` completed epochs (and its ``logs``); returns the checkpoint prefix."""
         self.directory.mkdir(parents=True, exist_ok=True)
         final = self.directory / f"epoch_{epoch:03d}"
         tmp = self.directory / f".tmp_epoch_{epoch:03d}"
         shutil.rmtree(tmp, ignore_errors=True)
         self.epoch.assign(epoch)
         self.checkpoint.write(str(tmp / CHECKPOINT_PREFIX))
+        if logs is not None:
+            (tmp / LOGS_FILE).write_text(json.dumps({key: _number(value) for key, value in logs.items()}))
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
@@ -81,6 +92,13 @@ class CheckpointManager:
         if self.keep > 0:
             for _, prefix in list_checkpoints(self.directory)[:-self.keep]:
                 shutil.rmtree(prefix.parent, ignore_errors=True)
+
+    def non_finite_state(self) -> list[str]:
+        """Paths of the networks' weights that hold NaN or infinity (empty when all are finite)."""
+        networks = (self.model.generator_he_to_ki67, self.model.generator_ki67_to_he,
+                    self.model.discriminator_he, self.model.discriminator_ki67)
+        return [weight.path for network in networks for weight in network.weights
+                if not tf.reduce_all(tf.math.is_finite(weight)).numpy()]
 
     def latest(self) -> tuple[int, Path] | None:
         checkpoints = list_checkpoints(self.directory)
@@ -104,3 +122,18 @@ class CheckpointManager:
             self.model.train_step_counter.assign(self.model.generator_optimizer.iterations)
         logger.info("restored %s (epoch %d)", prefix, int(self.epoch.numpy()))
         return int(self.epoch.numpy())
+
+
+def _number(value) -> float | int | str:
+    """A log value as JSON: numbers as float (NaN and infinity as strings), the rest as text."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    return number if math.isfinite(number) else str(number)
+
+
+def read_checkpoint_logs(prefix: str | Path) -> dict | None:
+    """The logs saved with a checkpoint (``prefix`` from :func:`list_checkpoints`), or ``None``."""
+    path = Path(prefix).parent / LOGS_FILE
+    return json.loads(path.read_text()) if path.is_file() else None

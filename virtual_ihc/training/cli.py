@@ -98,7 +98,7 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
 
 def run(args: argparse.Namespace) -> int:
     from virtual_ihc.data.pipeline import DataError
-    from virtual_ihc.training.trainer import run_training
+    from virtual_ihc.training.trainer import TrainingDivergedError, run_training
 
     try:
         config = config_from_args(args)
@@ -106,6 +106,9 @@ def run(args: argparse.Namespace) -> int:
     except (ConfigError, DataError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except TrainingDivergedError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     run_dir = result.run_dir
     print(f"\nTrained {result.epochs_completed} epochs x {result.steps_per_epoch} steps "
           f"on {result.replicas} replica(s). Outputs in {run_dir}/:")

@@ -33,12 +33,17 @@ from virtual_ihc.export import export_generators
 from virtual_ihc.models import CycleGAN, build_patchgan_discriminator, build_resnet_generator
 from virtual_ihc.training.callbacks import DecodeFailureReport, EpochCheckpoint, LearningRateLogger, SampleImages
 from virtual_ihc.training.checkpoints import CheckpointManager, list_checkpoints
+from virtual_ihc.training.history import reconcile_history
 from virtual_ihc.training.schedules import build_learning_rate_schedule, on_step_counter
 
 logger = logging.getLogger(__name__)
 
 #: decoded copies of large images for region reads while training (removed at the end of a run)
 TILE_CACHE = ".tile_cache"
+
+
+class TrainingDivergedError(RuntimeError):
+    """Training produced non-finite losses or weights; nothing non-finite was saved or exported."""
 
 
 @dataclasses.dataclass
@@ -139,6 +144,8 @@ def run_training(config: ExperimentConfig, resume: bool = False, overwrite: bool
             checkpoints without ``resume``/``overwrite``.
         FileNotFoundError: ``resume`` without a checkpoint.
         DataError: missing, empty or unusable data folders (before any model is built).
+        TrainingDivergedError: non-finite losses or weights (the last finite checkpoint and
+            the export are left as they were).
     """
     run_dir = config.run_dir
     checkpoint_dir = run_dir / "checkpoints"
@@ -172,6 +179,8 @@ def run_training(config: ExperimentConfig, resume: bool = False, overwrite: bool
         compile_cycle_gan(model, config, steps_per_epoch)
         manager = CheckpointManager(checkpoint_dir, model, keep=train.keep_checkpoints)
     initial_epoch = manager.restore() if resume else 0
+    if resume:
+        reconcile_history(run_dir / "history.csv", checkpoint_dir, initial_epoch)
     if initial_epoch >= train.epochs:
         logger.warning("run already has %d epochs (asked for %d): nothing to train", initial_epoch, train.epochs)
     start_element = int(model.next_element.numpy())
@@ -197,12 +206,14 @@ def run_training(config: ExperimentConfig, resume: bool = False, overwrite: bool
     history = model.fit(train_dataset, epochs=train.epochs, initial_epoch=initial_epoch,
                         steps_per_epoch=steps_per_epoch, validation_data=val_dataset,
                         callbacks=callbacks, verbose=verbose, shuffle=False)
+    remove_tile_cache(run_dir / TILE_CACHE)
+    if manager.refused:
+        raise TrainingDivergedError(manager.refused)
     exports = {}
     if train.export:
         exports = export_generators({"he_to_ki67": model.generator_he_to_ki67,
                                      "ki67_to_he": model.generator_ki67_to_he}, run_dir / "export",
                                     tile_size=crop, mpp=config.data.mpp)
-    remove_tile_cache(run_dir / TILE_CACHE)
     skipped = {**he.skipped, **ki67.skipped, **he_val.skipped, **ki67_val.skipped}
     return TrainingResult(run_dir=run_dir, epochs_completed=max(initial_epoch, train.epochs),
                           steps_per_epoch=steps_per_epoch, history=history.history, exports=exports,
