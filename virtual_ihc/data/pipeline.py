@@ -50,7 +50,7 @@ import tensorflow as tf
 
 from virtual_ihc.data.io import TIFF_EXTENSIONS, ImageReadError, list_images, read_image_rgb, temporary_path
 from virtual_ihc.data.tiling import tile_grid
-from virtual_ihc.histology.tissue import saturation, MIN_SATURATION
+from virtual_ihc.histology.tissue import tissue_signal
 
 logger = logging.getLogger(__name__)
 
@@ -134,7 +134,8 @@ def _image_size(path: Path) -> tuple[int, int]:
 def _tissue_tiles(image: np.ndarray, path: Path, tile_size: int, overlap: int,
                   min_tissue: float) -> list[TileSource]:
     """Grid tiles of a large image whose tissue fraction is at least ``min_tissue``."""
-    tissue = (saturation(image) > MIN_SATURATION).astype(np.float64)
+    signal, floor = tissue_signal(image)  # saturation; darkness for a grayscale image
+    tissue = (signal > floor).astype(np.float64)
     integral = np.pad(tissue, ((1, 0), (1, 0))).cumsum(0).cumsum(1)
     sources = []
     for y, x in tile_grid(image.shape[0], image.shape[1], tile_size, overlap):

@@ -2,7 +2,9 @@
 
 Stained tissue is coloured, glass is white or grey, so the mask is a threshold on
 HSV saturation (Otsu's threshold, floored so that an all-background image is not
-split in two), cleaned with morphological closing and opening.
+split in two), cleaned with morphological closing and opening. An image without
+colour (a grayscale scan, converted to RGB) has no saturation to threshold: its
+tissue is what is darker than the glass (:func:`tissue_signal`).
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import numpy as np
 
 #: saturation (0-255) below which a pixel is background whatever Otsu says
 MIN_SATURATION = 20
+#: darkness (255 - grey level) below which a pixel of a colourless image is background
+MIN_DARKNESS = 25
 
 
 def saturation(rgb: np.ndarray) -> np.ndarray:
@@ -19,19 +23,40 @@ def saturation(rgb: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2HSV)[:, :, 1]
 
 
+def is_colourless(rgb: np.ndarray) -> bool:
+    """Whether a ``uint8`` RGB image has (almost) no colour, e.g. a grayscale scan.
+
+    True when fewer than 1 % of its pixels reach :data:`MIN_SATURATION`.
+    """
+    return float(np.percentile(saturation(rgb), 99)) < MIN_SATURATION
+
+
+def tissue_signal(rgb: np.ndarray) -> tuple[np.ndarray, int]:
+    """What tissue is thresholded on, ``uint8 (H, W)``, and the floor of that threshold.
+
+    HSV saturation (floor :data:`MIN_SATURATION`) for colour images; for
+    colourless ones (:func:`is_colourless`) darkness, ``255 - grey level``
+    (floor :data:`MIN_DARKNESS`), since tissue is darker than glass.
+    """
+    if is_colourless(rgb):
+        return 255 - cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY), MIN_DARKNESS
+    return saturation(rgb), MIN_SATURATION
+
+
 def tissue_mask(rgb: np.ndarray, threshold: int | None = None, smooth: int = 5) -> np.ndarray:
     """Boolean tissue mask ``(H, W)`` of a ``uint8`` RGB image.
 
     Args:
         rgb: ``uint8 (H, W, 3)``; usually a low-resolution view of a slide.
-        threshold: saturation threshold; ``None`` = Otsu, floored at ``MIN_SATURATION``.
+        threshold: threshold of :func:`tissue_signal` (saturation, or darkness for a
+            colourless image); ``None`` = Otsu, floored at the signal's floor.
         smooth: size of the morphological closing/opening kernel (0 = none).
     """
-    sat = saturation(rgb)
+    signal, floor = tissue_signal(rgb)
     if threshold is None:
-        otsu, _ = cv2.threshold(sat, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-        threshold = max(int(otsu), MIN_SATURATION)
-    mask = (sat > threshold).astype(np.uint8)
+        otsu, _ = cv2.threshold(signal, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+        threshold = max(int(otsu), floor)
+    mask = (signal > threshold).astype(np.uint8)
     if smooth > 0:
         kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (smooth, smooth))
         mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, kernel)

@@ -37,7 +37,7 @@ from virtual_ihc.data.io import TIFF_EXTENSIONS, write_image_rgb
 from virtual_ihc.slides.reader import (LevelChoice, Slide, SlideMetadataError, choose_level, open_slide,
                                      output_size, read_downsampled, read_scaled_region)
 from virtual_ihc.histology.normalization import StainNormalizer, fit_stain_stats
-from virtual_ihc.histology.tissue import tissue_mask
+from virtual_ihc.histology.tissue import is_colourless, tissue_mask
 from virtual_ihc.slides.tiling import grid_tissue_fractions
 from virtual_ihc.inference.pyramid import RawImage, write_pyramid
 from virtual_ihc.inference.stitching import (FinishedBand, StitchOptions, TileLayout, TileModel, TileReader,
@@ -239,6 +239,9 @@ def stain_file(input_path: str | os.PathLike, output_path: str | os.PathLike, mo
                   else TileLayout.plan(height, width, options.stitch))
         overview_scale = overview_downsample(width, height)
         overview = read_downsampled(slide, choice.downsample * overview_scale)
+        if is_colourless(overview):
+            logger.warning("%s has no colour (grayscale?): tissue is found by darkness, and the virtual stain of a "
+                           "grey image is unreliable (the model learnt colour H&E)", input_path.name)
         if options.whole or options.stitch.keep_background:
             is_tissue = np.ones((layout.num_rows, len(layout.col_starts)), bool)
         else:
