@@ -201,3 +201,18 @@ def test_a_weights_file_for_both_networks_is_refused(tmp_path, capsys):
                  str(tmp_path / "weights.h5"), "--out", str(tmp_path / "out")])
     assert code == 2
     assert "--phash-weights" in capsys.readouterr().err
+
+
+def test_pairs_of_different_sizes_are_a_clear_error_naming_both_files(tmp_path, capsys):
+    tile = np.full((48, 48, 3), 200, np.uint8)
+    for name in ("a.png", "b.png"):
+        write_image_rgb(tmp_path / "pairs" / "he" / name, tile[:40, :40])
+        write_image_rgb(tmp_path / "pairs" / "ki67" / name, tile)
+        write_image_rgb(tmp_path / "virtual" / name, tile[:40, :40])
+    code = main(["evaluate", "--virtual-dir", f"v={tmp_path / 'virtual'}", "--pairs-dir", str(tmp_path / "pairs"),
+                 "--weights", "none", "--no-fid", "--out", str(tmp_path / "out"), "--no-progress"])
+    error = capsys.readouterr().err
+    assert code == 2
+    assert f"{tmp_path / 'pairs' / 'he' / 'a.png'} is 40x40 px" in error
+    assert f"{tmp_path / 'pairs' / 'ki67' / 'a.png'} is 48x48 px" in error
+    assert "Traceback" not in error and len(error.splitlines()) <= 3

@@ -30,7 +30,7 @@ from virtual_ihc.histology.ki67_index import IndexOptions, TileIndex, slide_indi
 from virtual_ihc.evaluation.models import ModelEntry, Translator
 from virtual_ihc.evaluation.phash import PHASH_LAYER, PHASH_THRESHOLD, PerceptualHash, phash_scores
 from virtual_ihc.evaluation.tiles import (EvaluationInputError, TileFolder, batches, check_pairs, index_tiles,
-                                         names_match)
+                                         names_match, read_pairs)
 from virtual_ihc.weights import describe_weights
 
 logger = logging.getLogger(__name__)
@@ -252,7 +252,7 @@ class Evaluator:
                 for metric, array in image_metrics(he_images, reconstructed).items():
                     record(values, set_name, f"cycle_{metric}", names, array)
             if reference is not None:
-                real = reference.read_many(names)
+                real = read_pairs(reference, he, names, he_images.shape[1:3])
                 for metric, array in image_metrics(real, virtual).items():
                     record(values, set_name, f"paired_{metric}", names, array)
                 record(values, set_name, "phash", names, self._phash(reference, names, real, virtual))

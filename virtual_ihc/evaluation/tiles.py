@@ -40,6 +40,25 @@ class TileFolder:
         return np.stack(tiles)
 
 
+def read_pairs(reference: TileFolder, partner: TileFolder, names: list[str], size: tuple[int, int]) -> np.ndarray:
+    """``uint8 (N, H, W, 3)``: the tiles ``names`` of ``reference``, paired with the same-named tiles
+    of ``partner``, which are ``size = (H, W)``.
+
+    Raises:
+        EvaluationInputError: a pair differs in size (the message names both files and their sizes).
+    """
+    tiles = []
+    for name in names:
+        tile = reference.read(name)
+        if tile.shape[:2] != tuple(size):
+            raise EvaluationInputError(
+                f"paired tiles differ in size: {partner.root / name} is {size[0]}x{size[1]} px but "
+                f"{reference.root / name} is {tile.shape[0]}x{tile.shape[1]} px; the two tiles of a pair must "
+                "have the same size (as data_prep.register_pairs writes them)")
+        tiles.append(tile)
+    return np.stack(tiles)
+
+
 def index_tiles(folder: str | Path, option: str, max_tiles: int = 0) -> TileFolder:
     """The image files under ``folder`` (the first ``max_tiles`` by name when > 0).
 
