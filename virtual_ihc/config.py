@@ -70,17 +70,18 @@ class DataConfig:
     """Where tiles come from and how they are cut and augmented."""
 
     he_dir: str | None = _field(None, "H&E training images: tiles or large images (default: built-in sample data)")
-    ki67_dir: str | None = _field(None, "Ki-67 training images: tiles or large images")
+    ki67_dir: str | None = _field(None, "Ki-67 training images: tiles or large images (default: built-in sample data)")
     he_val_dir: str | None = _field(None, "H&E validation images (default: the sample data's val split, "
                                           "or val_fraction of the training files)")
-    ki67_val_dir: str | None = _field(None, "Ki-67 validation images")
+    ki67_val_dir: str | None = _field(None, "Ki-67 validation images (default: as for --he-val-dir)")
     val_fraction: float = _field(0.05, "fraction of training files held out for validation when no val dir is given")
     tile_size: int = _field(288, "tile side when large images are tiled on the fly (multiple of 8)")
     tile_overlap: int = _field(144, "overlap of tiles cut from large images")
     crop_size: int = _field(288, "random crop fed to the networks (multiple of 8, <= tile_size)")
     min_tissue: float = _field(0.25, "reject tiles cut from large images with less tissue than this fraction")
     mpp: float | None = _field(None, "micrometres per pixel of the training tiles (0.5 at 20x), recorded in the "
-                                     "export so that virtual-ihc stain reads slides at the same resolution")
+                                     "export so that virtual-ihc stain reads slides at the same resolution "
+                                     "(default: unknown)")
     augment: bool = _field(True, "random crop, flips and 90-degree rotations")
     max_val_tiles: int = _field(64, "validation tiles used per epoch")
     sample_train_tiles: int = _field(400, "built-in sample data: tiles per stain for training")
@@ -122,7 +123,7 @@ class ExperimentConfig:
     """A whole training run."""
 
     name: str = _field("virtual_ihc", "run name (run directory is runs/<name> unless --out is given)")
-    out: str | None = _field(None, "run directory")
+    out: str | None = _field(None, "run directory (default: runs/<name>)")
     profile: str = _field("small", "named preset applied before the config file and options",
                           ("small", "paper"))
     generator: GeneratorConfig = dataclasses.field(default_factory=GeneratorConfig)

@@ -503,7 +503,8 @@ def augment(tile: tf.Tensor, seed: tf.Tensor, crop_size: int, random: bool) -> t
         tile = tf.image.stateless_random_flip_left_right(tile, seed=seeds[1])
         tile = tf.image.stateless_random_flip_up_down(tile, seed=seeds[2])
         quarter_turns = tf.random.stateless_uniform([], seed=seeds[3], minval=0, maxval=4, dtype=tf.int32)
-        tile = tf.image.rot90(tile, quarter_turns)
+        # rotated as float: oneDNN logs an error line for every uint8 transpose on some CPUs
+        tile = tf.image.rot90(tf.cast(tile, tf.float32), quarter_turns)
     else:
         height, width = tf.shape(tile)[0], tf.shape(tile)[1]
         top, left = (height - crop_size) // 2, (width - crop_size) // 2

@@ -179,6 +179,9 @@ def _where(outputs: list[Path], out: Path) -> str:
 
 def main(argv: list[str] | None = None, prog: str = "python -m virtual_ihc.nst") -> int:
     """``python -m virtual_ihc.nst``: the same options as ``virtual-ihc nst``."""
+    from virtual_ihc.cli import import_tensorflow_quietly
+
+    import_tensorflow_quietly()
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     configure_parser(parser)
     args = parser.parse_args(argv)

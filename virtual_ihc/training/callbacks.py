@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import sys
+import time
 from pathlib import Path
 
 import keras
@@ -100,6 +102,57 @@ class SampleImages(keras.callbacks.Callback):
         with self.writer.as_default():
             tf.summary.image("he_to_ki67_to_he__ki67_to_he_to_ki67", grid[None], step=epoch + 1)
         self.writer.flush()
+
+
+#: metrics on the progress display (all of them go to history.csv and TensorBoard)
+PROGRESS_METRICS = ("generator_loss", "cycle_ssim_loss", "discriminator_he_loss", "discriminator_ki67_loss")
+#: added at the end of each epoch
+PROGRESS_EPOCH_METRICS = ("val_he_cycle_ssim", "val_ki67_cycle_ssim")
+
+
+def progress_mode(verbose: str) -> str | None:
+    """``--verbose`` as a display: ``"bar"`` (1), ``"line"`` (2), ``None`` (0); ``auto`` is a bar on a
+    terminal and one line per epoch otherwise (log files, pipes)."""
+    if verbose == "auto":
+        return "bar" if sys.stdout.isatty() else "line"
+    return {"0": None, "1": "bar", "2": "line"}[str(verbose)]
+
+
+class ProgressDisplay(keras.callbacks.Callback):
+    """Training progress on stdout with a few metrics (:data:`PROGRESS_METRICS`).
+
+    ``mode="bar"``: Keras' progress bar over each epoch's steps; ``mode="line"``:
+    one line per epoch. Use with ``fit(verbose=0)``.
+    """
+
+    def __init__(self, mode: str, epochs: int, steps_per_epoch: int):
+        super().__init__()
+        self.mode, self.epochs, self.steps = mode, epochs, steps_per_epoch
+        self.bar = None
+        self.started = 0.0
+
+    @staticmethod
+    def _shown(logs, keys) -> list[tuple[str, float]]:
+        return [(key, float(logs[key])) for key in keys if logs and key in logs]
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.started = time.perf_counter()
+        if self.mode == "bar":
+            print(f"Epoch {epoch + 1}/{self.epochs}", flush=True)
+            self.bar = keras.utils.Progbar(self.steps, stateful_metrics=PROGRESS_METRICS + PROGRESS_EPOCH_METRICS)
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.mode == "bar":
+            self.bar.update(batch + 1, values=self._shown(logs, PROGRESS_METRICS))
+
+    def on_epoch_end(self, epoch, logs=None):
+        shown = self._shown(logs, PROGRESS_METRICS + PROGRESS_EPOCH_METRICS)
+        if self.mode == "bar":
+            self.bar.update(self.steps, values=shown, finalize=True)
+        else:
+            values = " - ".join(f"{key} {value:.4g}" for key, value in shown)
+            print(f"epoch {epoch + 1}/{self.epochs} - {time.perf_counter() - self.started:.0f} s - {values}",
+                  flush=True)
 
 
 class DecodeFailureReport(keras.callbacks.Callback):

@@ -37,8 +37,11 @@ def _add_field(group, section: str | None, field: dataclasses.Field, owner) -> N
     dest = f"{section}.{field.name}" if section else field.name
     value_type = _value_type(field, owner)
     default = field.default
-    help_text = f"{field.metadata.get('help', '')} (default: {default}"
-    help_text += (_profile_note(section, field.name) if section else "") + ")"
+    # a None default is described by the help text itself (e.g. "default: built-in sample data")
+    notes = ([] if default is None else [f"default: {default}"])
+    notes += [_profile_note(section, field.name).removeprefix("; ")] if section and _profile_note(
+        section, field.name) else []
+    help_text = field.metadata.get("help", "") + (f" ({'; '.join(notes)})" if notes else "")
     kwargs = dict(dest=dest, default=argparse.SUPPRESS, help=help_text)
     if value_type is bool:
         group.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
@@ -110,8 +113,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     run_dir = result.run_dir
-    print(f"\nTrained {result.epochs_completed} epochs x {result.steps_per_epoch} steps "
-          f"on {result.replicas} replica(s). Outputs in {run_dir}/:")
+    epochs = f"{result.epochs_completed} epoch{'s' if result.epochs_completed != 1 else ''}"
+    print(f"\nTrained {epochs} x {result.steps_per_epoch} steps on {result.replicas} replica(s). "
+          f"Outputs in {run_dir}/:")
     outputs = [("config", "config.json"), ("history", "history.csv"), ("samples", "samples/"),
                ("checkpoints", "checkpoints/"), ("TensorBoard", "logs/")]
     if result.exports:
@@ -126,8 +130,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from virtual_ihc.cli import configure_logging
+    from virtual_ihc.cli import configure_logging, import_tensorflow_quietly
 
+    import_tensorflow_quietly()
     parser = argparse.ArgumentParser(prog="train.py")
     configure_parser(parser)
     args = parser.parse_args(argv)

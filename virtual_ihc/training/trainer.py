@@ -31,7 +31,8 @@ from virtual_ihc.data.io import remove_orphaned_temporaries
 from virtual_ihc.data.synthetic import write_sample_dataset
 from virtual_ihc.export import export_generators
 from virtual_ihc.models import CycleGAN, build_patchgan_discriminator, build_resnet_generator
-from virtual_ihc.training.callbacks import DecodeFailureReport, EpochCheckpoint, LearningRateLogger, SampleImages
+from virtual_ihc.training.callbacks import (DecodeFailureReport, EpochCheckpoint, LearningRateLogger, ProgressDisplay,
+                                           SampleImages, progress_mode)
 from virtual_ihc.training.checkpoints import CheckpointManager, list_checkpoints
 from virtual_ihc.training.history import reconcile_history
 from virtual_ihc.training.schedules import build_learning_rate_schedule, on_step_counter
@@ -82,6 +83,23 @@ def precision_policy(name: str):
         yield
     finally:
         keras.mixed_precision.set_global_policy(previous)
+
+
+@contextlib.contextmanager
+def without_remapper():
+    """Switch Grappler's remapper pass off while training.
+
+    The remapper tries to fuse the discriminators' conv + bias + LeakyReLU while
+    the LeakyReLU gradient still needs the conv output, fails, logs a ``remapper
+    failed`` error and leaves the train step unfused anyway; without the pass the
+    error line is gone and the train step is the same graph.
+    """
+    previous = tf.config.optimizer.get_experimental_options().get("remapping", True)
+    tf.config.optimizer.set_experimental_options({"remapping": False})
+    try:
+        yield
+    finally:
+        tf.config.optimizer.set_experimental_options({"remapping": previous})
 
 
 def build_cycle_gan(config: ExperimentConfig) -> CycleGAN:
@@ -202,10 +220,12 @@ def run_training(config: ExperimentConfig, resume: bool = False, overwrite: bool
         keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs"), write_graph=False),
         DecodeFailureReport(failures),
     ]
-    verbose = train.verbose if train.verbose == "auto" else int(train.verbose)
-    history = model.fit(train_dataset, epochs=train.epochs, initial_epoch=initial_epoch,
-                        steps_per_epoch=steps_per_epoch, validation_data=val_dataset,
-                        callbacks=callbacks, verbose=verbose, shuffle=False)
+    if progress_mode(train.verbose):
+        callbacks.append(ProgressDisplay(progress_mode(train.verbose), train.epochs, steps_per_epoch))
+    with without_remapper():
+        history = model.fit(train_dataset, epochs=train.epochs, initial_epoch=initial_epoch,
+                            steps_per_epoch=steps_per_epoch, validation_data=val_dataset,
+                            callbacks=callbacks, verbose=0, shuffle=False)
     remove_tile_cache(run_dir / TILE_CACHE)
     if manager.refused:
         raise TrainingDivergedError(manager.refused)
