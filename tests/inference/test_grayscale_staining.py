@@ -2,7 +2,6 @@
 
 import keras
 import numpy as np
-import pytest
 from skimage.color import rgb2gray
 
 from virtual_ihc.data.io import read_image_rgb, write_image_rgb

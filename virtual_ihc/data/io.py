@@ -156,6 +156,25 @@ def temporary_path(path: str | os.PathLike) -> Path:
     return tmp
 
 
+def write_csv_rows(path: str | os.PathLike, rows: list[dict], fieldnames: list[str] | tuple[str, ...]) -> Path:
+    """Write ``rows`` under a header of ``fieldnames`` atomically (temporary name, then rename)."""
+    import csv
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temporary_path(path)
+    try:
+        with open(tmp, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(fieldnames))
+            writer.writeheader()
+            writer.writerows(rows)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
 def _process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

@@ -432,6 +432,14 @@ def load_tile(source: TileSource, region: str | None = None) -> np.ndarray:
     return _open_slide(source.path).read_region(source.x, source.y, 0, source.size, source.size)
 
 
+def _decode_in_graph(decoder, value: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """``decoder(value) -> (uint8 tile, ok)`` run inside ``tf.data`` through ``tf.numpy_function``."""
+    tile, ok = tf.numpy_function(decoder, [value], [tf.uint8, tf.bool], stateful=False)
+    tile.set_shape([None, None, 3])
+    ok.set_shape([])
+    return tile, ok
+
+
 class TileDecoder:
     """Decodes tiles of one domain inside ``tf.data`` (via ``tf.numpy_function``).
 
@@ -458,10 +466,7 @@ class TileDecoder:
             return np.zeros((self.crop_size, self.crop_size, 3), np.uint8), False
 
     def decode(self, position: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        tile, ok = tf.numpy_function(self, [position], [tf.uint8, tf.bool], stateful=False)
-        tile.set_shape([None, None, 3])
-        ok.set_shape([])
-        return tile, ok
+        return _decode_in_graph(self, position)
 
 
 class RecordDecoder:
@@ -486,10 +491,7 @@ class RecordDecoder:
             return np.zeros((self.crop_size, self.crop_size, 3), np.uint8), False
 
     def decode(self, serialized: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        tile, ok = tf.numpy_function(self, [serialized], [tf.uint8, tf.bool], stateful=False)
-        tile.set_shape([None, None, 3])
-        ok.set_shape([])
-        return tile, ok
+        return _decode_in_graph(self, serialized)
 
 
 def augment(tile: tf.Tensor, seed: tf.Tensor, crop_size: int, random: bool) -> tf.Tensor:

@@ -38,7 +38,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from virtual_ihc.data.io import encode_png, remove_orphaned_temporaries, temporary_path, write_image_rgb
+from virtual_ihc.data.io import encode_png, remove_orphaned_temporaries, write_csv_rows, write_image_rgb
 from virtual_ihc.slides.reader import (LevelChoice, choose_level, open_slide,
                                      output_size, read_downsampled, read_scaled_region)
 from virtual_ihc.slides.splits import TEST_FRACTION, SlideEntry, assign_splits, read_slide_table, write_slide_table
@@ -220,14 +220,7 @@ def _cut_chunk(chunk: _Chunk, out_dir: Path, options: TilingOptions,
 
 def _write_csv(path: Path, rows: list[dict], columns=MANIFEST_COLUMNS) -> Path:
     """Write rows atomically (temporary file, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_name = temporary_path(path)
-    with open(tmp_name, "w", newline="") as stream:
-        writer = csv.DictWriter(stream, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp_name, path)
-    return path
+    return write_csv_rows(path, rows, columns)
 
 
 def read_manifest(path: str | os.PathLike) -> list[dict]:

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import csv
 import logging
-import os
 from pathlib import Path
 
-from virtual_ihc.data.io import temporary_path
+from virtual_ihc.data.io import write_csv_rows
 from virtual_ihc.training.checkpoints import list_checkpoints, read_checkpoint_logs
 
 logger = logging.getLogger(__name__)
@@ -44,12 +43,6 @@ def reconcile_history(history_path: str | Path, checkpoint_dir: str | Path, rest
     dropped = len(rows) - len(kept)
     if not dropped and not rebuilt:
         return
-    rows = sorted(kept + rebuilt, key=lambda row: int(row["epoch"]))
-    tmp = temporary_path(history_path)
-    with open(tmp, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fieldnames)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, history_path)
+    write_csv_rows(history_path, sorted(kept + rebuilt, key=lambda row: int(row["epoch"])), fieldnames)
     logger.info("%s: %d row(s) after epoch %d dropped, %d rebuilt from the checkpoints' logs", history_path,
                 dropped, restored_epoch, len(rebuilt))
