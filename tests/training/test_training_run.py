@@ -238,3 +238,34 @@ def test_a_run_removes_images_left_half_written_by_a_killed_run(trained_run, dat
     run_training(tiny_config_for(run_dir, data=data_with_corrupt_tiles, train={"epochs": 2, "export": False}),
                  resume=True)
     assert not orphan.exists()
+
+
+def test_tfrecord_folders_and_a_four_downsampling_generator_train_and_export_end_to_end(tmp_path):
+    """TFRecord shards of two slides per stain (validation holds out one slide), a generator with 4
+    downsamplings (size multiple 16), and its export serving a 40 x 40 batch."""
+    import tensorflow as tf
+
+    from tests_support import tiny_config_for
+    from virtual_ihc.data.io import encode_png
+    from virtual_ihc.data.synthetic import sample_tiles
+    from virtual_ihc.data.tfrecords import TileRecord, write_tile_shard
+    from virtual_ihc.export import read_model_metadata
+
+    for stain in ("he", "ki67"):
+        for slide in range(2):
+            tiles = sample_tiles(stain, 6, 48, seed=slide)
+            write_tile_shard(tmp_path / stain / f"{stain}{slide}-00000.tfrecord",
+                             [TileRecord(encode_png(tile), f"{stain}{slide}", 0, 48 * i, 48)
+                              for i, tile in enumerate(tiles)])
+    config = tiny_config_for(tmp_path / "run", generator={"num_downsamplings": 4},
+                             data={"he_dir": str(tmp_path / "he"), "ki67_dir": str(tmp_path / "ki67"),
+                                   "tile_size": 48, "tile_overlap": 24, "crop_size": 32, "sample_tile_size": 48,
+                                   "val_fraction": 0.5},
+                             train={"epochs": 1})
+    result = run_training(config)
+    assert np.isfinite(result.history["generator_loss"]).all() and result.decode_failures == 0
+    export = result.run_dir / "export" / "he_to_ki67"
+    assert read_model_metadata(export)["size_multiple"] == 16
+    serve = tf.saved_model.load(str(export)).signatures["serving_default"]
+    images = np.random.default_rng(0).integers(0, 256, (2, 40, 40, 3), dtype=np.uint8)
+    assert serve(images=tf.constant(images))["images"].shape == (2, 40, 40, 3)
