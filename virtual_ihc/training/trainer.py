@@ -91,8 +91,9 @@ def without_remapper():
 
     The remapper tries to fuse the discriminators' conv + bias + LeakyReLU while
     the LeakyReLU gradient still needs the conv output, fails, logs a ``remapper
-    failed`` error and leaves the train step unfused anyway; without the pass the
-    error line is gone and the train step is the same graph.
+    failed`` error and drops its rewrites of the train step anyway; without the
+    pass the error line is gone (small profile, 20 steps: 0.26 / 0.18 s per step
+    with the pass, 0.19 / 0.26 s without, on a loaded 2-core CPU: no measurable change).
     """
     previous = tf.config.optimizer.get_experimental_options().get("remapping", True)
     tf.config.optimizer.set_experimental_options({"remapping": False})
