@@ -115,7 +115,8 @@ class TrainConfig:
     keep_checkpoints: int = _field(0, "checkpoints to keep (0 = every epoch, for metric-vs-epoch curves)")
     sample_images: int = _field(2, "examples per direction in samples/epoch_NNN.png")
     export: bool = _field(True, "export SavedModels and .keras generators at the end of training")
-    verbose: str = _field("auto", "Keras progress display", ("auto", "0", "1", "2"))
+    verbose: str = _field("auto", "progress display: a bar (1) on a terminal and one line per epoch (2) otherwise, "
+                                  "or none (0)", ("auto", "0", "1", "2"))
 
 
 @dataclasses.dataclass

@@ -105,9 +105,9 @@ class SampleImages(keras.callbacks.Callback):
 
 
 #: metrics on the progress display (all of them go to history.csv and TensorBoard)
-PROGRESS_METRICS = ("generator_loss", "cycle_ssim_loss", "discriminator_he_loss", "discriminator_ki67_loss")
-#: added at the end of each epoch
-PROGRESS_EPOCH_METRICS = ("val_he_cycle_ssim", "val_ki67_cycle_ssim")
+PROGRESS_METRICS = ("generator_loss", "cycle_ssim_loss", "discriminator_ki67_loss")
+#: added to the one-line-per-epoch display
+PROGRESS_EPOCH_METRICS = ("discriminator_he_loss", "val_he_cycle_ssim", "val_ki67_cycle_ssim")
 
 
 def progress_mode(verbose: str) -> str | None:
@@ -119,10 +119,11 @@ def progress_mode(verbose: str) -> str | None:
 
 
 class ProgressDisplay(keras.callbacks.Callback):
-    """Training progress on stdout with a few metrics (:data:`PROGRESS_METRICS`).
+    """Training progress on stdout with a few metrics, 4 significant digits.
 
-    ``mode="bar"``: Keras' progress bar over each epoch's steps; ``mode="line"``:
-    one line per epoch. Use with ``fit(verbose=0)``.
+    ``mode="bar"``: Keras' progress bar over each epoch's steps with
+    :data:`PROGRESS_METRICS` (about 130 characters); ``mode="line"``: one line per
+    epoch, with :data:`PROGRESS_EPOCH_METRICS` too. Use with ``fit(verbose=0)``.
     """
 
     def __init__(self, mode: str, epochs: int, steps_per_epoch: int):
@@ -133,24 +134,24 @@ class ProgressDisplay(keras.callbacks.Callback):
 
     @staticmethod
     def _shown(logs, keys) -> list[tuple[str, float]]:
-        return [(key, float(logs[key])) for key in keys if logs and key in logs]
+        return [(key, float(f"{float(logs[key]):.4g}")) for key in keys if logs and key in logs]
 
     def on_epoch_begin(self, epoch, logs=None):
         self.started = time.perf_counter()
         if self.mode == "bar":
             print(f"Epoch {epoch + 1}/{self.epochs}", flush=True)
-            self.bar = keras.utils.Progbar(self.steps, stateful_metrics=PROGRESS_METRICS + PROGRESS_EPOCH_METRICS)
+            self.bar = keras.utils.Progbar(self.steps, stateful_metrics=PROGRESS_METRICS)
 
     def on_train_batch_end(self, batch, logs=None):
         if self.mode == "bar":
             self.bar.update(batch + 1, values=self._shown(logs, PROGRESS_METRICS))
 
     def on_epoch_end(self, epoch, logs=None):
-        shown = self._shown(logs, PROGRESS_METRICS + PROGRESS_EPOCH_METRICS)
         if self.mode == "bar":
-            self.bar.update(self.steps, values=shown, finalize=True)
+            self.bar.update(self.steps, values=self._shown(logs, PROGRESS_METRICS), finalize=True)
         else:
-            values = " - ".join(f"{key} {value:.4g}" for key, value in shown)
+            values = " - ".join(f"{key} {value:.4g}"
+                                for key, value in self._shown(logs, PROGRESS_METRICS + PROGRESS_EPOCH_METRICS))
             print(f"epoch {epoch + 1}/{self.epochs} - {time.perf_counter() - self.started:.0f} s - {values}",
                   flush=True)
 
