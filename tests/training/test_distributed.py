@@ -76,7 +76,7 @@ def test_float16_overflow_on_one_replica_skips_the_step_on_every_replica(tiny_co
     with strategy.scope():
         model = build_cycle_gan(config)
         compile_cycle_gan(model, config, steps_per_epoch=2)
-    weights = [np.array(w) for w in model.generator_he_to_ki67.weights + model.discriminator_he.weights]
+    weights = [np.array(w.numpy()) for w in model.generator_he_to_ki67.weights + model.discriminator_he.weights]
     scale = float(model.generator_optimizer.dynamic_scale.numpy())
     model.fit(dataset.take(1), epochs=1, steps_per_epoch=1, verbose=0, shuffle=False)
     for before, after in zip(weights, model.generator_he_to_ki67.weights + model.discriminator_he.weights):
