@@ -26,7 +26,8 @@ from tqdm import tqdm
 from virtual_ihc.evaluation.distribution import (INCEPTION_SIZE, KID_SUBSET_SIZE, KID_SUBSETS, InceptionFeatures,
                                                  fid_warning, frechet_distance, kernel_inception_distance)
 from virtual_ihc.evaluation.image_metrics import image_metrics
-from virtual_ihc.histology.ki67_index import IndexOptions, TileIndex, slide_indices, tile_index
+from virtual_ihc.histology.ki67_index import TileIndex, slide_indices, tile_index
+from virtual_ihc.histology.nuclei import NucleusOptions
 from virtual_ihc.evaluation.models import ModelEntry, Translator
 from virtual_ihc.evaluation.phash import PHASH_LAYER, PHASH_THRESHOLD, PerceptualHash, phash_scores
 from virtual_ihc.evaluation.tiles import (EvaluationInputError, TileFolder, batches, check_pairs, index_tiles,
@@ -60,7 +61,7 @@ class EvaluationOptions:
     fid_image_size: int = INCEPTION_SIZE
     kid_subset_size: int = KID_SUBSET_SIZE
     kid_subsets: int = KID_SUBSETS
-    index: IndexOptions = dataclasses.field(default_factory=IndexOptions)
+    nuclei: NucleusOptions = dataclasses.field(default_factory=NucleusOptions)
     progress: bool = True
     seed: int = 0
 
@@ -193,7 +194,7 @@ class Evaluator:
     def real_index(self, folder: TileFolder, name: str, image: np.ndarray | None = None) -> TileIndex:
         key = (folder.root, name)
         if key not in self._real_index:
-            self._real_index[key] = tile_index(folder.read(name) if image is None else image, self.options.index)
+            self._real_index[key] = tile_index(folder.read(name) if image is None else image, self.options.nuclei)
         return self._real_index[key]
 
     def real_features(self) -> np.ndarray:
@@ -263,7 +264,7 @@ class Evaluator:
                 if real is not None:
                     examples["reference_ki67"] = real[0]
             for name, image in zip(names, virtual):
-                virtual_index[name] = tile_index(image, self.options.index)
+                virtual_index[name] = tile_index(image, self.options.nuclei)
             record(values, set_name, "ki67_index", names, [virtual_index[name].index for name in names])
             if self.inception is not None:
                 features.append(self.inception(virtual))
