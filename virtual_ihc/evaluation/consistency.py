@@ -385,20 +385,25 @@ def raise_flags(values: dict[str, float], thresholds: ConsistencyThresholds = Co
     return flags
 
 
-def evaluate_consistency(he_tiles, virtual_tiles, reference_tiles=None,
+def evaluate_consistency(he_tiles, virtual_tiles, reference=None,
                          options: ConsistencyOptions = ConsistencyOptions()) -> tuple[list[TileConsistency],
                                                                                      ConsistencySummary]:
     """Per-tile measures and the pooled summary of H&E tiles and their virtual Ki-67 (Python entry point).
 
     Args:
         he_tiles, virtual_tiles: sequences of ``uint8 (H, W, 3)``, tile ``i`` of one made from tile ``i`` of the other.
-        reference_tiles: real Ki-67 tiles for the positivity calibration and colour distance (optional).
+        reference: real Ki-67 tiles (a sequence of ``uint8 (H, W, 3)``) or a :class:`Reference` computed from
+            them once, for the positivity calibration and the colour distance (optional).
     """
     he_tiles, virtual_tiles = list(he_tiles), list(virtual_tiles)
     if len(he_tiles) != len(virtual_tiles):
         raise ValueError(f"{len(he_tiles)} H&E tiles but {len(virtual_tiles)} virtual tiles")
     tiles = [tile_consistency(he, virtual, options) for he, virtual in zip(he_tiles, virtual_tiles)]
-    reference = reference_from_tiles(reference_tiles, options) if reference_tiles is not None else None
-    tissue_masks = [~glass_mask(he, options.glass_min_brightness, options.glass_max_saturation) for he in he_tiles]
-    virtual_stains = stain_statistics(virtual_tiles, options, tissue_masks) if reference is not None else None
+    if reference is not None and not isinstance(reference, Reference):
+        reference = reference_from_tiles(reference, options)
+    virtual_stains = None
+    if reference is not None:
+        tissue_masks = [~glass_mask(he, options.glass_min_brightness, options.glass_max_saturation)
+                        for he in he_tiles]
+        virtual_stains = stain_statistics(virtual_tiles, options, tissue_masks)
     return tiles, summarize(tiles, reference, virtual_stains, options.thresholds)

@@ -53,7 +53,7 @@ def mean_dab_density(rgb: np.ndarray) -> float:
 
 
 def restain_he_as_ki67(he: np.ndarray, positive_nuclei: np.ndarray, dab_amount: float = 0.15,
-                    hematoxylin_scale: float = 1.0) -> np.ndarray:
+                       hematoxylin_scale: float = 1.0) -> np.ndarray:
     """Re-stain an H&E tile as an ideal Ki-67: hematoxylin kept, eosin dropped, DAB on chosen nuclei.
 
     ``positive_nuclei`` is a boolean mask of the pixels that get ``dab_amount`` of DAB
