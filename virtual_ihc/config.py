@@ -54,7 +54,7 @@ class DiscriminatorConfig:
 
 @dataclasses.dataclass
 class LossConfig:
-    """L = L_adv + cycle_weight * L1_cycle + ssim_weight * (2 - SSIM_he - SSIM_ki67) + identity."""
+    """L = L_adv + cycle_weight * L1_cycle + ssim_weight * (2 - SSIM_he - SSIM_ki67) + identity + structure + stain moment."""
 
     adversarial: str = _field("bce", "adversarial loss: log-likelihood (paper) or least squares",
                               ("bce", "lsgan"))
@@ -62,6 +62,11 @@ class LossConfig:
     ssim_weight: float = _field(5.0, "beta: weight of the structural cycle loss (0 = plain CycleGAN cycle)")
     ssim_kind: str = _field("ssim", "structural similarity for the cycle loss", ("ssim", "ms_ssim"))
     identity_weight: float = _field(0.0, "weight of the identity loss |G(ki67) - ki67| (0 = off)")
+    structure_weight: float = _field(0.0, "weight of the nuclear structure loss: 1 - correlation of the nuclear "
+                                          "(hematoxylin + DAB) maps of each tile and its translation, both "
+                                          "directions (0 = off, the paper)")
+    stain_moment_weight: float = _field(0.0, "weight of the DAB-share loss: the virtual Ki-67 batch as brown as the "
+                                             "real Ki-67 batch (0 = off, the paper)")
 
 
 @dataclasses.dataclass
