@@ -99,7 +99,8 @@
     return slide.mpp ? `${Number(slide.mpp.toPrecision(3))} µm/px · ${size}` : `µm/px unknown · ${size}`;
   }
 
-  function makePane(slide, index, onOpen) {
+  // the pane's elements; every pane exists before any viewer measures its container
+  function makePane(slide, index) {
     const pane = element("section", "pane");
     pane.dataset.index = String(index);
     const title = element("div", "pane-title");
@@ -112,14 +113,19 @@
     bar.element.append(bar.line, bar.label);
     pane.append(title, container, element("div", "pane-centre"), bar.element);
     document.getElementById("panes").append(pane);
+    return { container, bar };
+  }
 
+  function makeViewer(slide, index, pane, onOpen) {
+    const bar = pane.bar;
     const viewer = OpenSeadragon({
-      element: container,
+      element: pane.container,
       prefixUrl: "static/openseadragon/images/",
       tileSources: [{ tileSource: slide.dzi, width: slide.world_width }],
       showNavigator: index === 0,
       navigatorPosition: "BOTTOM_RIGHT",
       navigatorSizeRatio: 0.15,
+      navigatorBackground: "#fff",
       animationTime: 0.6,
       maxZoomPixelRatio: 2,
       visibilityRatio: 0.2,
@@ -206,11 +212,12 @@
       opened += 1;
       if (opened === state.slides.length) {
         state.ready = true;
-        snapTo(state.viewers[0]);
+        state.viewers[0].viewport.goHome(true);  // the others follow
         setUpOverlay();
       }
     };
-    state.viewers = state.slides.map((slide, index) => makePane(slide, index, onOpen));
+    const panes = state.slides.map((slide, index) => makePane(slide, index));
+    state.viewers = state.slides.map((slide, index) => makeViewer(slide, index, panes[index], onOpen));
   }
 
   fetch("slides.json")
