@@ -15,6 +15,7 @@ import openslide
 import pytest
 
 from virtual_ihc import cli
+from virtual_ihc.viewer.cli import is_loopback
 from virtual_ihc.viewer.deep_zoom import SlideOpenError, open_viewer_slide
 from virtual_ihc.viewer.server import STATIC_DIR
 
@@ -111,6 +112,28 @@ def test_page_and_openseadragon_are_served(make_slide, serve_slides):
     assert page[0] == 200 and page[2] == "text/html" and b"openseadragon.min.js" in page[1]
     assert script[0] == 200 and script[1] == (STATIC_DIR / "openseadragon" / "openseadragon.min.js").read_bytes()
     assert button[0] == 200 and button[2] == "image/png"
+
+
+def test_every_static_file_is_package_data():
+    import tomllib
+    from pathlib import PurePosixPath
+
+    patterns = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"][
+        "virtual_ihc.viewer"]
+    files = [PurePosixPath(path.relative_to(STATIC_DIR.parent).as_posix())
+             for path in STATIC_DIR.rglob("*") if path.is_file()]
+    assert len(files) > 40  # page, script, style, OpenSeadragon, its licence and button images
+    unshipped = [str(file) for file in files
+                 if not any(file.match(pattern) and len(file.parts) == len(PurePosixPath(pattern).parts)
+                            for pattern in patterns)]
+    assert not unshipped
+
+
+@pytest.mark.parametrize("host, loopback", [("127.0.0.1", True), ("127.0.0.2", True), ("localhost", True),
+                                            ("::1", True), ("0.0.0.0", False), ("192.168.1.20", False),
+                                            ("::", False), ("example.org", False)])
+def test_is_loopback(host, loopback):
+    assert is_loopback(host) is loopback
 
 
 def test_openseadragon_ships_with_its_licence():

@@ -123,6 +123,7 @@
       prefixUrl: "static/openseadragon/images/",
       tileSources: [{ tileSource: slide.dzi, width: slide.world_width }],
       showNavigator: index === 0,
+      showFullPageControl: false,  // one pane full page would hide the others
       navigatorPosition: "BOTTOM_RIGHT",
       navigatorSizeRatio: 0.15,
       navigatorBackground: "#fff",
