@@ -105,7 +105,8 @@ def settle(driver, what: str) -> list:
     wait_for(driver, SETTLED, what)
     time.sleep(0.3)
     wait_for(driver, SETTLED, what)
-    time.sleep(0.3)  # let the drawers paint the last tiles before a screenshot
+    # two animation frames: the drawers paint the last loaded tiles before a screenshot
+    driver.execute_async_script("const done = arguments[0]; requestAnimationFrame(() => requestAnimationFrame(done));")
     return driver.execute_script(f"return {VIEWPORTS};")
 
 

@@ -16,7 +16,7 @@ import pytest
 
 from virtual_ihc import cli
 from virtual_ihc.viewer.cli import is_loopback
-from virtual_ihc.viewer.deep_zoom import SlideOpenError, open_viewer_slide
+from virtual_ihc.viewer.deep_zoom import SlideOpenError, TileOptions, open_viewer_slide
 from virtual_ihc.viewer.server import STATIC_DIR
 
 REPO = Path(__file__).parents[2]
@@ -65,6 +65,28 @@ def test_full_resolution_tile_holds_the_slide_pixels(make_slide, serve_slides):
     assert tile.shape == (255, 256, 3)
     expected = image[0:255, 253:509].astype(int)
     assert np.abs(tile.astype(int) - expected).mean() < 4  # two JPEG encodings (slide, tile) apart
+
+
+def test_tile_options_set_tile_size_overlap_and_quality(make_slide):
+    path = make_slide("he.tif", textured_image(600, 1000, seed=3), mpp=0.5)
+    small_tiles = open_viewer_slide(path, TileOptions(tile_size=126, overlap=2))
+    low_quality = open_viewer_slide(path, TileOptions(quality=30))
+    default = open_viewer_slide(path)
+    try:
+        image = ElementTree.fromstring(small_tiles.dzi())
+        assert (image.get("TileSize"), image.get("Overlap")) == ("126", "2")
+        tile = cv2.imdecode(np.frombuffer(small_tiles.tile_jpeg(10, 1, 1), np.uint8), cv2.IMREAD_COLOR)
+        assert tile.shape == (126 + 2 * 2, 126 + 2 * 2, 3)  # an interior tile: overlap on every side
+        assert len(low_quality.tile_jpeg(10, 0, 0)) < 0.8 * len(default.tile_jpeg(10, 0, 0))  # quality 30 vs 80
+    finally:
+        for slide in (small_tiles, low_quality, default):
+            slide.close()
+
+
+@pytest.mark.parametrize("options", [dict(tile_size=0), dict(overlap=-1), dict(quality=0), dict(quality=96)])
+def test_tile_options_reject_bad_values(options):
+    with pytest.raises(ValueError):
+        TileOptions(**options)
 
 
 def test_plain_png_is_served_as_a_one_level_slide(tmp_path, serve_slides):
