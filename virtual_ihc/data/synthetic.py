@@ -132,15 +132,13 @@ def _field(rng: np.random.Generator, shape: tuple[int, int], scale: float) -> np
     step = max(1, int(scale // 4))
     sigma = scale / step
     pad = int(np.ceil(3 * sigma)) + 1  # blurred with real noise beyond the tile, not a mirror of it
-    noise = rng.standard_normal((-(-height // step) + 2 * pad, -(-width // step) + 2 * pad)).astype(np.float32)
+    noise = rng.standard_normal((-(-height // step) + 2 * pad, -(-width // step) + 2 * pad), dtype=np.float32)
     noise = cv2.GaussianBlur(noise, (0, 0), sigmaX=sigma, borderType=cv2.BORDER_REFLECT)
     noise *= np.float32(2.0 * np.sqrt(np.pi) * sigma)
     if step == 1:
         return noise[pad:pad + height, pad:pad + width]
-    # fine pixel centres on the coarse grid
-    map_x = np.broadcast_to(((np.arange(width, dtype=np.float32) + 0.5) / step - 0.5 + pad)[None, :], shape)
-    map_y = np.broadcast_to(((np.arange(height, dtype=np.float32) + 0.5) / step - 0.5 + pad)[:, None], shape)
-    return cv2.remap(noise, np.ascontiguousarray(map_x), np.ascontiguousarray(map_y), cv2.INTER_CUBIC)
+    fine = cv2.resize(noise, (noise.shape[1] * step, noise.shape[0] * step), interpolation=cv2.INTER_CUBIC)
+    return fine[pad * step:pad * step + height, pad * step:pad * step + width]
 
 
 def _fibres(rng: np.random.Generator, shape: tuple[int, int], stream: np.ndarray) -> np.ndarray:
@@ -158,60 +156,74 @@ def _fibres(rng: np.random.Generator, shape: tuple[int, int], stream: np.ndarray
 
 
 class _NucleusSet:
-    """Nuclei placed so far: ellipses ``(y, x, a, b, angle)`` with a kind; rejects heavy overlaps."""
+    """Nuclei placed so far: rows ``(y, x, a, b, angle_degrees, kind)``; rejects heavy overlaps."""
 
     def __init__(self):
-        self.rows: list[tuple[float, float, float, float, float, int]] = []
-        self._y = np.zeros(0)
-        self._x = np.zeros(0)
-        self._reach = np.zeros(0)
+        self._rows = np.zeros((64, 6))
+        self._reach = np.zeros(64)
+        self._count = 0
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return self._count
+
+    @property
+    def rows(self) -> np.ndarray:
+        """``float64 (N, 6)``: centre ``(y, x)``, semi-axes ``(a, b)``, angle in degrees, kind."""
+        return self._rows[:self._count]
 
     def add_if_free(self, y: float, x: float, a: float, b: float, angle: float, kind: int,
                     spacing: float) -> bool:
         """Add the nucleus unless a placed one is closer than ``spacing`` x the sum of their mean radii."""
-        reach = 0.5 * (a + b)
-        if len(self.rows):
-            limit = spacing * (self._reach + reach)
-            if np.any(np.square(self._y - y) + np.square(self._x - x) < np.square(limit)):
+        count, reach = self._count, 0.5 * (a + b)
+        if count:
+            placed = self._rows[:count]
+            limit = spacing * (self._reach[:count] + reach)
+            if np.any((placed[:, 0] - y) ** 2 + (placed[:, 1] - x) ** 2 < limit * limit):
                 return False
-        self.rows.append((y, x, a, b, angle, kind))
-        self._y = np.append(self._y, y)
-        self._x = np.append(self._x, x)
-        self._reach = np.append(self._reach, reach)
+        if count == len(self._rows):
+            self._rows = np.concatenate([self._rows, np.zeros_like(self._rows)])
+            self._reach = np.concatenate([self._reach, np.zeros_like(self._reach)])
+        self._rows[count] = (y, x, a, b, angle, kind)
+        self._reach[count] = reach
+        self._count += 1
         return True
 
 
 def _scatter(rng: np.random.Generator, nuclei: _NucleusSet, probability: np.ndarray, attempts: int,
-             draw_shape, kind: int, spacing: float, orientation: np.ndarray | None = None,
+             draw_shapes, kind: int, spacing: float, orientation: np.ndarray | None = None,
              max_added: int | None = None) -> None:
-    """Throw ``attempts`` candidate nuclei, kept with ``probability`` at their pixel and where free."""
+    """Throw ``attempts`` candidate nuclei, kept with ``probability`` at their pixel and where free.
+
+    ``draw_shapes(n)`` returns ``n`` semi-axes ``a``, ``b`` and angles (degrees); with an
+    ``orientation`` map (radians) nuclei are turned along it instead.
+    """
     height, width = probability.shape
-    added = 0
     ys, xs = rng.uniform(0, height, attempts), rng.uniform(0, width, attempts)
     keep = rng.random(attempts) < probability[ys.astype(int), xs.astype(int)]
-    for y, x in zip(ys[keep], xs[keep]):
-        a, b, angle = draw_shape()
-        if orientation is not None:
-            angle = float(np.degrees(orientation[int(y), int(x)])) + rng.normal(0, 8)
-        if nuclei.add_if_free(float(y), float(x), a, b, angle, kind, spacing):
+    ys, xs = ys[keep], xs[keep]
+    a, b, angles = draw_shapes(len(ys))
+    if orientation is not None:
+        angles = np.degrees(orientation[ys.astype(int), xs.astype(int)]) + rng.normal(0, 8, len(ys))
+    added = 0
+    for candidate in zip(ys.tolist(), xs.tolist(), a.tolist(), b.tolist(), angles.tolist()):
+        if nuclei.add_if_free(*candidate, kind, spacing):
             added += 1
             if max_added is not None and added >= max_added:
                 return
 
 
-def _nucleus_polygon(rng: np.random.Generator, y: float, x: float, a: float, b: float, angle: float,
-                     irregularity: float, vertices: int = 20) -> np.ndarray:
-    """Outline of an ellipse with a smoothly wobbling radius, as cv2 points with 4 fractional bits."""
+def _nucleus_polygons(rng: np.random.Generator, rows: np.ndarray, irregularity: np.ndarray,
+                      vertices: int = 20) -> np.ndarray:
+    """Outlines of ellipses with smoothly wobbling radii, ``int32 (N, vertices, 2)`` cv2 points, 4 fractional bits."""
+    count = len(rows)
     phi = np.linspace(0, 2 * np.pi, vertices, endpoint=False)
-    wobble = np.ones_like(phi)
-    for order in (2, 3, 4):
-        wobble += rng.normal(0, irregularity) * np.cos(order * phi + rng.uniform(0, 2 * np.pi))
-    theta = np.radians(angle)
+    orders = np.array([2, 3, 4])
+    amplitude = rng.normal(0, 1, (count, 3)) * irregularity[:, None]
+    phase = rng.uniform(0, 2 * np.pi, (count, 3))
+    wobble = 1.0 + np.einsum("nk,nkv->nv", amplitude, np.cos(orders[None, :, None] * phi + phase[..., None]))
+    y, x, a, b, theta = rows[:, 0:1], rows[:, 1:2], rows[:, 2:3], rows[:, 3:4], np.radians(rows[:, 4:5])
     px, py = a * np.cos(phi) * wobble, b * np.sin(phi) * wobble
-    points = np.stack([x + px * np.cos(theta) - py * np.sin(theta), y + px * np.sin(theta) + py * np.cos(theta)], 1)
+    points = np.stack([x + px * np.cos(theta) - py * np.sin(theta), y + px * np.sin(theta) + py * np.cos(theta)], -1)
     return np.rint(points * 16).astype(np.int32)
 
 
@@ -238,9 +250,150 @@ def _positive_statuses(rng: np.random.Generator, kinds: np.ndarray, positive_fra
     return rng.random(len(kinds)) < probability
 
 
+@dataclasses.dataclass
+class _Regions:
+    """Where each tissue is (float32 maps in [0, 1]) and which way the collagen runs."""
+
+    tissue: np.ndarray  # 0 = glass / lumen
+    tumour: np.ndarray
+    stroma: np.ndarray
+    aggregate: np.ndarray  # lymphoid aggregate within the stroma
+    stream: np.ndarray  # collagen runs along its level lines
+    orientation: np.ndarray  # local fibre direction, radians (x axis = 0, y down)
+
+
+def _regions(rng: np.random.Generator, shape: tuple[int, int]) -> _Regions:
+    """Tumour nests in stroma, lumina/glass and lymphoid aggregates, with shares that vary from tile to tile."""
+    tumour_field = _field(rng, shape, 30.0) + rng.uniform(-1.1, 1.4)
+    glass_share = rng.uniform(0.02, 0.2) if rng.random() < 0.7 else 0.0
+    glass_level = statistics.NormalDist().inv_cdf(glass_share) if glass_share > 0 else -np.inf
+    glass_field = _field(rng, shape, 12.0) + 0.15 * _field(rng, shape, 2.5)  # frayed edges
+    tissue = np.clip((glass_field - glass_level) / 0.25, 0.0, 1.0).astype(np.float32)
+    nest = np.clip(tumour_field / 0.15, 0.0, 1.0)
+    aggregate = np.clip((_field(rng, shape, 16.0) - 1.3) / 0.4, 0.0, 1.0) * (rng.random() < 0.4)
+    direction = rng.uniform(0, np.pi)
+    rows, cols = np.indices(shape, dtype=np.float32)
+    stream = (-cols * np.sin(direction) + rows * np.cos(direction)
+              + rng.uniform(6.0, 14.0) * _field(rng, shape, 24.0)).astype(np.float32)
+    gradient_y, gradient_x = np.gradient(stream)
+    return _Regions(tissue=tissue, tumour=(nest * tissue).astype(np.float32),
+                    stroma=((1.0 - nest) * tissue).astype(np.float32), aggregate=aggregate.astype(np.float32),
+                    stream=stream, orientation=np.arctan2(-gradient_x, gradient_y))
+
+
+def _place_nuclei(rng: np.random.Generator, regions: _Regions, nucleus_radius: float) -> _NucleusSet:
+    """Tumour nuclei packed in the nests, lymphocytes in the stroma and aggregates, spindle cells on the fibres."""
+    nuclei = _NucleusSet()
+    area = regions.tissue.size
+
+    def tumour_shapes(n):
+        a = nucleus_radius * rng.uniform(0.75, 1.25, n)
+        return a, a * rng.uniform(0.6, 0.95, n), rng.uniform(0, 180, n)
+
+    def lymphocyte_shapes(n):
+        radius = rng.uniform(3.5, 4.5, n)
+        return radius, radius * rng.uniform(0.85, 1.0, n), rng.uniform(0, 180, n)
+
+    def spindle_shapes(n):
+        return rng.uniform(6.0, 10.0, n), rng.uniform(2.1, 2.8, n), np.zeros(n)
+
+    # tumour: a nuclear area share of about 0.3-0.45 of the nest (where dart throwing does not saturate first)
+    tumour_target = int(round(rng.uniform(0.3, 0.45) * float(regions.tumour.sum())
+                              / (np.pi * nucleus_radius ** 2 * 0.78)))
+    _scatter(rng, nuclei, regions.tumour, 6 * tumour_target + 4, tumour_shapes, TUMOUR, spacing=1.1,
+             max_added=tumour_target)
+    # lymphocytes: scattered in the stroma, packed in aggregates, a few between the tumour cells
+    scattered = rng.lognormal(np.log(1 / 600), 0.7)  # per pixel of stroma
+    candidates_per_pixel = 1 / 30
+    probability = np.clip(regions.stroma * (scattered / candidates_per_pixel + 0.5 * regions.aggregate)
+                          + 0.004 * regions.tumour, 0.0, 1.0)
+    _scatter(rng, nuclei, probability, int(area * candidates_per_pixel), lymphocyte_shapes, LYMPHOCYTE, spacing=1.0)
+    spindle_density = rng.uniform(1 / 2500, 1 / 1200)
+    _scatter(rng, nuclei, regions.stroma, int(rng.poisson(spindle_density * area) * 1.5), spindle_shapes, SPINDLE,
+             spacing=1.0, orientation=regions.orientation,
+             max_added=int(rng.poisson(spindle_density * float(regions.stroma.sum()))))
+    return nuclei
+
+
+def _draw_nuclei(rng: np.random.Generator, rows: np.ndarray, shape: tuple[int, int]):
+    """Label map, nucleoli and the per-nucleus chromatin amount, rim contrast and graininess (index 0 = none)."""
+    count = len(rows)
+    kinds = rows[:, 5].astype(int)
+    tumour, lymphocyte = kinds == TUMOUR, kinds == LYMPHOCYTE
+    labels = np.zeros(shape, np.int32)
+    for index, polygon in enumerate(_nucleus_polygons(rng, rows, np.select([tumour, lymphocyte], [0.06, 0.025], 0.04))):
+        cv2.fillPoly(labels, [polygon], index + 1, lineType=cv2.LINE_8, shift=4)
+    # hematoxylin amount (rgb2hed units at the rim), chromatin inside relative to the rim
+    # (vesicular tumour nuclei: low), graininess
+    hyperchromatic = tumour & (rng.random(count) < 0.2)
+    amount = np.select([tumour, lymphocyte], [rng.uniform(0.04, 0.07, count) * np.where(hyperchromatic, 1.25, 1.0),
+                                              rng.uniform(0.10, 0.13, count)], rng.uniform(0.06, 0.08, count))
+    interior = np.select([hyperchromatic, tumour, lymphocyte],
+                         [rng.uniform(0.8, 0.95, count), rng.uniform(0.45, 0.7, count), 0.9], 0.85)
+    grain = np.select([tumour, lymphocyte], [rng.uniform(0.35, 0.6, count), 0.2], 0.15)
+    # nucleoli: none, one or two small dots near the centre of tumour nuclei
+    nucleoli = np.zeros(shape, np.float32)
+    for index in np.flatnonzero(tumour):
+        y, x, _, b = rows[index, :4]
+        for _ in range(rng.choice([0, 1, 1, 2])):
+            offset = rng.normal(0, 0.25 * b, 2)
+            cv2.circle(nucleoli, (int(round((x + offset[1]) * 4)), int(round((y + offset[0]) * 4))),
+                       int(rng.uniform(1.0, 1.7) * 4), 1.0, -1, lineType=cv2.LINE_AA, shift=2)
+    per_label = [np.concatenate([[0.0], values]).astype(np.float32) for values in (amount, interior, grain)]
+    return (labels, nucleoli * (labels > 0), *per_label)
+
+
+def _cytoplasm(rng: np.random.Generator, tumour: np.ndarray, tumour_centers: np.ndarray) -> np.ndarray:
+    """Tumour cytoplasm: the Voronoi cell of each tumour nucleus, each its own tone, faint borders."""
+    shape = tumour.shape
+    if len(tumour_centers) == 0:
+        return np.zeros(shape, np.float32)
+    seeds = np.ones(shape, np.uint8)
+    seeds[np.clip(tumour_centers[:, 0].astype(int), 0, shape[0] - 1),
+          np.clip(tumour_centers[:, 1].astype(int), 0, shape[1] - 1)] = 0
+    _, cells = cv2.distanceTransformWithLabels(seeds, cv2.DIST_L2, 3, labelType=cv2.DIST_LABEL_PIXEL)
+    tone = rng.uniform(0.7, 1.2, cells.max() + 1).astype(np.float32)
+    border = np.zeros(shape, bool)
+    border[:-1] |= cells[:-1] != cells[1:]
+    border[:, :-1] |= cells[:, :-1] != cells[:, 1:]
+    border = cv2.GaussianBlur(border.astype(np.float32), (0, 0), 1.0)
+    texture = 1.0 + 0.2 * _field(rng, shape, 1.5) + 0.15 * _field(rng, shape, 5.0)
+    return np.clip(tumour * (tone[cells] * texture + 0.3 * border), 0.0, 1.6).astype(np.float32)
+
+
+def _capillaries(rng: np.random.Generator, regions: _Regions) -> np.ndarray:
+    """Red blood cells in short rows along the fibres, density in [0, 1]."""
+    height, width = regions.stroma.shape
+    blood = np.zeros((height, width), np.float32)
+    for _ in range(rng.poisson(float(regions.stroma.sum()) / 12_000)):
+        y0, x0 = rng.uniform(0, height), rng.uniform(0, width)
+        if regions.stroma[int(y0), int(x0)] < 0.5:
+            continue
+        theta = regions.orientation[int(y0), int(x0)]
+        for step in rng.uniform(-12, 12, rng.integers(4, 14)):
+            y = y0 + step * np.sin(theta) + rng.normal(0, 2.0)
+            x = x0 + step * np.cos(theta) + rng.normal(0, 2.0)
+            cv2.circle(blood, (int(round(x * 4)), int(round(y * 4))), int(rng.uniform(3.0, 3.8) * 4), 1.0, -1,
+                       lineType=cv2.LINE_AA, shift=2)
+    return np.clip(blood, 0.0, 1.0)
+
+
+def _edges(labels: np.ndarray) -> np.ndarray:
+    """Pixels whose 4-neighbour has another label."""
+    edge = np.zeros(labels.shape, bool)
+    edge[:-1] |= labels[:-1] != labels[1:]
+    edge[1:] |= labels[1:] != labels[:-1]
+    edge[:, :-1] |= labels[:, :-1] != labels[:, 1:]
+    edge[:, 1:] |= labels[:, 1:] != labels[:, :-1]
+    return edge
+
+
 def make_layout(rng: np.random.Generator, size: int | tuple[int, int],
                 positive_fraction: float = 0.3, nucleus_radius: float = TUMOUR_NUCLEUS_RADIUS) -> TissueLayout:
     """Draw a random 20x tissue layout of ``size`` pixels (tumour, stroma, lymphocytes, glass).
+
+    The tile is a crop of a larger piece of tissue: nuclei cut by its edges are part of
+    the layout, with their centres (``centers``) up to about 10 px outside the tile.
 
     Args:
         rng: NumPy random generator (the only source of randomness).
@@ -251,98 +404,36 @@ def make_layout(rng: np.random.Generator, size: int | tuple[int, int],
             lymphocytes and spindle cells keep their 20x sizes.
     """
     height, width = (size, size) if isinstance(size, int) else size
-    shape = (height, width)
     if nucleus_radius <= 0:
         raise ValueError(f"nucleus_radius must be positive, got {nucleus_radius}")
+    if not 0.0 <= positive_fraction <= 1.0:
+        raise ValueError(f"positive_fraction must be in [0, 1], got {positive_fraction}")
+    margin = int(np.ceil(max(10.0, 1.25 * nucleus_radius))) + 1  # the largest nucleus reaches into the tile
+    canvas = (height + 2 * margin, width + 2 * margin)
+    regions = _regions(rng, canvas)
+    nuclei = _place_nuclei(rng, regions, nucleus_radius)
+    rows = nuclei.rows
+    labels, nucleoli, amount, interior, grain = _draw_nuclei(rng, rows, canvas)
+    cytoplasm = _cytoplasm(rng, regions.tumour, rows[rows[:, 5] == TUMOUR, :2])
+    stroma = regions.stroma * _fibres(rng, canvas, regions.stream)
+    blood = _capillaries(rng, regions) * (labels == 0)
+    stroma *= 1.0 - blood  # red cells lie in a vessel, not on collagen
 
-    # regions: tumour nests in stroma, lumina/glass, lymphocyte aggregates; shares vary from tile to tile
-    tumour_field = _field(rng, shape, 30.0) + rng.uniform(-1.1, 1.4)
-    glass_share = rng.uniform(0.02, 0.2) if rng.random() < 0.7 else 0.0
-    glass_level = statistics.NormalDist().inv_cdf(glass_share) if glass_share > 0 else -np.inf
-    glass_field = _field(rng, shape, 12.0) + 0.15 * _field(rng, shape, 2.5)  # frayed edges
-    tissue = np.clip((glass_field - glass_level) / 0.25, 0.0, 1.0).astype(np.float32)
-    tumour = np.clip(tumour_field / 0.15, 0.0, 1.0).astype(np.float32) * tissue
-    stroma_region = (1.0 - np.clip(tumour_field / 0.15, 0.0, 1.0)) * tissue
-    aggregate = np.clip((_field(rng, shape, 16.0) - 1.3) / 0.4, 0.0, 1.0) * (rng.random() < 0.4)
-    # collagen runs along the level lines of a wavy stream function; its local direction orients spindle cells
-    direction = rng.uniform(0, np.pi)
-    rows, cols = np.indices(shape, dtype=np.float32)
-    stream = (-cols * np.sin(direction) + rows * np.cos(direction)
-              + rng.uniform(6.0, 14.0) * _field(rng, shape, 24.0)).astype(np.float32)
-    gradient_y, gradient_x = np.gradient(stream)
-    orientation = np.arctan2(-gradient_x, gradient_y)
-
-    nuclei = _NucleusSet()
-    scale = nucleus_radius
-
-    def tumour_shape():
-        a = scale * rng.uniform(0.75, 1.25)
-        return a, a * rng.uniform(0.6, 0.95), rng.uniform(0, 180)
-
-    def lymphocyte_shape():
-        radius = rng.uniform(3.5, 4.5)
-        return radius, radius * rng.uniform(0.85, 1.0), rng.uniform(0, 180)
-
-    def spindle_shape():
-        return rng.uniform(6.0, 10.0), rng.uniform(2.1, 2.8), 0.0
-
-    area = height * width
-    # tumour: packed to a nuclear area share of about 0.25-0.4 of the nest (dart throwing saturates)
-    tumour_mean_area = np.pi * scale * scale * 0.78
-    crowding = rng.uniform(0.25, 0.4)
-    tumour_target = int(round(crowding * float(tumour.sum()) / tumour_mean_area))
-    _scatter(rng, nuclei, tumour, 6 * tumour_target + 4, tumour_shape, TUMOUR, spacing=1.05,
-             max_added=tumour_target)
-    # lymphocytes: aggregates, scattered in the stroma, a few between the tumour cells
-    lymph_density = rng.lognormal(np.log(1 / 900), 0.7)
-    lymph_probability = np.clip(stroma_region * (lymph_density * 30 + 0.5 * aggregate) + 0.004 * tumour, 0, 1)
-    _scatter(rng, nuclei, lymph_probability, int(area / 30), lymphocyte_shape, LYMPHOCYTE, spacing=1.0)
-    # spindle cells along the fibres
-    spindle_density = rng.uniform(1 / 3000, 1 / 1500)
-    _scatter(rng, nuclei, stroma_region, int(rng.poisson(spindle_density * area) * 1.5), spindle_shape,
-             SPINDLE, spacing=1.0, orientation=orientation,
-             max_added=int(rng.poisson(spindle_density * float(stroma_region.sum()))))
-
-    count = len(nuclei)
-    rows = np.asarray(nuclei.rows, np.float64).reshape(count, 6)
-    centers, kinds = rows[:, :2], rows[:, 5].astype(np.int8)
-
-    labels = np.zeros(shape, np.int32)
-    nucleoli = np.zeros(shape, np.float32)
-    amount = np.zeros(count + 1, np.float32)
-    interior = np.ones(count + 1, np.float32)
-    grain = np.zeros(count + 1, np.float32)
-    for index, (y, x, a, b, angle, kind) in enumerate(nuclei.rows):
-        irregularity = {TUMOUR: 0.06, LYMPHOCYTE: 0.025, SPINDLE: 0.04}[kind]
-        cv2.fillPoly(labels, [_nucleus_polygon(rng, y, x, a, b, angle, irregularity)], index + 1,
-                     lineType=cv2.LINE_8, shift=4)
-        if kind == TUMOUR:
-            hyperchromatic = rng.random() < 0.2
-            amount[index + 1] = rng.uniform(0.04, 0.07) * (1.25 if hyperchromatic else 1.0)
-            interior[index + 1] = rng.uniform(0.8, 0.95) if hyperchromatic else rng.uniform(0.45, 0.7)
-            grain[index + 1] = rng.uniform(0.35, 0.6)
-            for _ in range(rng.choice([0, 1, 1, 2])):
-                offset = rng.normal(0, 0.25 * b, 2)
-                cv2.circle(nucleoli, (int(round((x + offset[1]) * 4)), int(round((y + offset[0]) * 4))),
-                           int(rng.uniform(1.0, 1.7) * 4), 1.0, -1, lineType=cv2.LINE_AA, shift=2)
-        elif kind == LYMPHOCYTE:
-            amount[index + 1] = rng.uniform(0.10, 0.13)
-            interior[index + 1] = 0.9
-            grain[index + 1] = 0.2
-        else:
-            amount[index + 1] = rng.uniform(0.06, 0.08)
-            interior[index + 1] = 0.85
-            grain[index + 1] = 0.15
-    inside = labels > 0
-    nucleoli *= inside
+    # crop the tile; keep the nuclei that show in it, numbered 1..N
+    tile = (slice(margin, margin + height), slice(margin, margin + width))
+    labels, nucleoli, cytoplasm, stroma, blood = (array[tile] for array in (labels, nucleoli, cytoplasm, stroma, blood))
+    shown = np.flatnonzero(np.bincount(labels.ravel(), minlength=len(nuclei) + 1)[1:]) + 1
+    renumber = np.zeros(len(nuclei) + 1, np.int32)
+    renumber[shown] = np.arange(1, len(shown) + 1)
+    labels = renumber[labels]
+    amount, interior, grain = (values[np.concatenate([[0], shown])] for values in (amount, interior, grain))
+    rows = rows[shown - 1]
+    kinds = rows[:, 5].astype(np.int8)
+    shape = (height, width)
 
     # chromatin: a rim along each nucleus' edge (also between touching nuclei), granular inside
-    edge = np.zeros(shape, bool)
-    edge[:-1] |= labels[:-1] != labels[1:]
-    edge[1:] |= labels[1:] != labels[:-1]
-    edge[:, :-1] |= labels[:, :-1] != labels[:, 1:]
-    edge[:, 1:] |= labels[:, 1:] != labels[:, :-1]
-    depth = cv2.distanceTransform((inside & ~edge).astype(np.uint8), cv2.DIST_L2, 3)
+    inside = labels > 0
+    depth = cv2.distanceTransform((inside & ~_edges(labels)).astype(np.uint8), cv2.DIST_L2, 3)
     rim = np.exp(-depth / 1.3)
     clumps = 0.8 * _field(rng, shape, 0.8) + 0.6 * _field(rng, shape, 1.5)
     texture = np.clip(1.0 + grain[labels] * clumps, 0.3, 2.0)
@@ -350,56 +441,23 @@ def make_layout(rng: np.random.Generator, size: int | tuple[int, int],
     chromatin = cv2.GaussianBlur(chromatin.astype(np.float32), (0, 0), 0.5)
 
     positive = _positive_statuses(rng, kinds, positive_fraction)
-    # Ki-67 DAB: granular, strong in most positive nuclei, weaker in some (all above the 0.04 threshold)
-    strength = np.concatenate([[0.0], np.where(positive, rng.uniform(0.15, 0.35, count), 0.0)]).astype(np.float32)
+    # Ki-67 DAB: granular, strong in most positive nuclei, weaker in some (all well above the 0.04 threshold)
+    strength = np.concatenate([[0.0], np.where(positive, rng.uniform(0.15, 0.35, len(kinds)), 0.0)])
     granules = np.clip(0.75 + 0.45 * _field(rng, shape, 1.1) + 0.2 * clumps, 0.2, 2.2)
-    positive_density = cv2.GaussianBlur((strength[labels] * granules).astype(np.float32), (0, 0), 0.5)
+    positive_density = cv2.GaussianBlur((strength.astype(np.float32)[labels] * granules).astype(np.float32),
+                                        (0, 0), 0.5)
 
-    # tumour cells: cytoplasm in the Voronoi cell of each tumour nucleus, with faint borders
-    cytoplasm = np.zeros(shape, np.float32)
-    tumour_ids = np.flatnonzero(kinds == TUMOUR)
-    if len(tumour_ids):
-        seeds = np.ones(shape, np.uint8)
-        iy = np.clip(centers[tumour_ids, 0].astype(int), 0, height - 1)
-        ix = np.clip(centers[tumour_ids, 1].astype(int), 0, width - 1)
-        seeds[iy, ix] = 0
-        _, cells = cv2.distanceTransformWithLabels(seeds, cv2.DIST_L2, 3, labelType=cv2.DIST_LABEL_PIXEL)
-        tone = rng.uniform(0.7, 1.2, cells.max() + 1).astype(np.float32)
-        border = np.zeros(shape, bool)
-        border[:-1] |= cells[:-1] != cells[1:]
-        border[:, :-1] |= cells[:, :-1] != cells[:, 1:]
-        border = cv2.GaussianBlur(border.astype(np.float32), (0, 0), 1.0)
-        cytoplasm = tumour * (tone[cells] * (1.0 + 0.2 * _field(rng, shape, 1.5) + 0.15 * _field(rng, shape, 5.0))
-                              + 0.3 * border)
-        cytoplasm = np.clip(cytoplasm, 0.0, 1.6).astype(np.float32)
-
-    stroma = (stroma_region * _fibres(rng, shape, stream)).astype(np.float32)
-
-    # capillaries: short rows of red blood cells along the fibres
-    blood = np.zeros(shape, np.float32)
-    for _ in range(rng.poisson(float(stroma_region.sum()) / 12_000)):
-        y0, x0 = rng.uniform(0, height), rng.uniform(0, width)
-        if stroma_region[int(y0), int(x0)] < 0.5:
-            continue
-        theta = orientation[int(y0), int(x0)]
-        for step in rng.uniform(-12, 12, rng.integers(4, 14)):
-            y = y0 + step * np.sin(theta) + rng.normal(0, 2.0)
-            x = x0 + step * np.cos(theta) + rng.normal(0, 2.0)
-            cv2.circle(blood, (int(round(x * 4)), int(round(y * 4))), int(rng.uniform(3.0, 3.8) * 4), 1.0, -1,
-                       lineType=cv2.LINE_AA, shift=2)
-    blood = np.clip(blood, 0.0, 1.0) * (~inside)
-
-    return TissueLayout(stroma=stroma, nucleus_density=chromatin.astype(np.float32),
-                        positive_density=positive_density.astype(np.float32), nucleus_labels=labels,
-                        centers=centers.astype(np.float32), radii=rows[:, 2].astype(np.float32),
+    return TissueLayout(stroma=stroma.astype(np.float32), nucleus_density=chromatin,
+                        positive_density=positive_density, nucleus_labels=labels,
+                        centers=(rows[:, :2] - margin).astype(np.float32), radii=rows[:, 2].astype(np.float32),
                         positive=positive, kinds=kinds, cytoplasm=cytoplasm, blood=blood.astype(np.float32),
-                        nucleoli=cv2.GaussianBlur(nucleoli, (0, 0), 0.5))
+                        nucleoli=cv2.GaussianBlur(np.ascontiguousarray(nucleoli), (0, 0), 0.5))
 
 
 def _finish(rng: np.random.Generator, intensity: np.ndarray) -> np.ndarray:
     """Optical blur and sensor noise, then ``uint8``."""
     intensity = cv2.GaussianBlur(intensity, (0, 0), 0.6)
-    intensity = intensity + rng.normal(0.0, 2.0, intensity.shape).astype(np.float32)
+    intensity = intensity + 2.0 * rng.standard_normal(intensity.shape, dtype=np.float32)
     return np.clip(np.rint(intensity), 0, 255).astype(np.uint8)
 
 
