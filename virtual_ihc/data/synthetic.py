@@ -326,8 +326,8 @@ def _draw_nuclei(rng: np.random.Generator, rows: np.ndarray, shape: tuple[int, i
     # hematoxylin amount (rgb2hed units at the rim), chromatin inside relative to the rim
     # (vesicular tumour nuclei: low), graininess
     hyperchromatic = tumour & (rng.random(count) < 0.2)
-    amount = np.select([tumour, lymphocyte], [rng.uniform(0.04, 0.07, count) * np.where(hyperchromatic, 1.25, 1.0),
-                                              rng.uniform(0.10, 0.13, count)], rng.uniform(0.06, 0.08, count))
+    amount = np.select([tumour, lymphocyte], [rng.uniform(0.035, 0.06, count) * np.where(hyperchromatic, 1.25, 1.0),
+                                              rng.uniform(0.085, 0.11, count)], rng.uniform(0.055, 0.075, count))
     interior = np.select([hyperchromatic, tumour, lymphocyte],
                          [rng.uniform(0.8, 0.95, count), rng.uniform(0.45, 0.7, count), 0.9], 0.85)
     grain = np.select([tumour, lymphocyte], [rng.uniform(0.35, 0.6, count), 0.2], 0.15)
@@ -357,7 +357,7 @@ def _cytoplasm(rng: np.random.Generator, tumour: np.ndarray, tumour_centers: np.
     border[:-1] |= cells[:-1] != cells[1:]
     border[:, :-1] |= cells[:, :-1] != cells[:, 1:]
     border = cv2.GaussianBlur(border.astype(np.float32), (0, 0), 1.0)
-    texture = 1.0 + 0.2 * _field(rng, shape, 1.5) + 0.15 * _field(rng, shape, 5.0)
+    texture = 1.0 + 0.12 * _field(rng, shape, 1.5) + 0.15 * _field(rng, shape, 5.0)
     return np.clip(tumour * (tone[cells] * texture + 0.3 * border), 0.0, 1.6).astype(np.float32)
 
 
@@ -465,9 +465,9 @@ def render_he(layout: TissueLayout, rng: np.random.Generator) -> np.ndarray:
     """Render a layout as H&E: ``uint8 (H, W, 3)``."""
     hematoxylin_scale, eosin_scale = rng.uniform(0.9, 1.1), rng.uniform(0.85, 1.15)  # this slide's staining
     nuclear = (layout.nucleus_labels > 0).astype(np.float32)
-    hematoxylin = (layout.nucleus_density + 0.028 * layout.cytoplasm * (1.0 - nuclear) + 0.02 * nuclear
+    hematoxylin = (layout.nucleus_density + 0.022 * layout.cytoplasm * (1.0 - nuclear) + 0.02 * nuclear
                    + 0.004 * layout.stroma + 0.05 * layout.nucleoli)
-    eosin = (0.036 * layout.stroma * (1.0 - 0.5 * nuclear) + 0.022 * layout.cytoplasm + 0.004 * nuclear
+    eosin = (0.036 * layout.stroma * (1.0 - 0.5 * nuclear) + 0.026 * layout.cytoplasm + 0.004 * nuclear
              + 0.055 * layout.blood + 0.03 * layout.nucleoli)
     concentrations = np.stack([hematoxylin * hematoxylin_scale, eosin * eosin_scale, np.ones_like(eosin)], -1)
     return _finish(rng, render_beer_lambert(concentrations, HE_STAINS))
@@ -485,9 +485,9 @@ def render_ki67(layout: TissueLayout, rng: np.random.Generator) -> np.ndarray:
     counterstain = ((0.016 + 0.35 * mean_chromatin + 0.3 * layout.nucleus_density).astype(np.float32)
                     * (labels > 0) * np.where(positive_nuclei, 0.35, 1.0))
     counterstain = cv2.GaussianBlur(counterstain, (0, 0), 0.7)
-    hematoxylin = counterstain + 0.014 * layout.cytoplasm + 0.016 * layout.stroma + 0.004 * layout.blood
+    hematoxylin = counterstain + 0.007 * layout.cytoplasm + 0.012 * layout.stroma + 0.004 * layout.blood
     # a faint non-specific brown over tissue, as in real IHC; red blood cells a little more
-    dab = layout.positive_density + 0.008 * np.minimum(layout.cytoplasm + layout.stroma, 1.0) + 0.014 * layout.blood
+    dab = layout.positive_density + 0.009 * np.minimum(layout.cytoplasm + layout.stroma, 1.0) + 0.014 * layout.blood
     concentrations = np.stack([hematoxylin * hematoxylin_scale, dab * dab_scale, np.ones_like(dab)], -1)
     return _finish(rng, render_beer_lambert(concentrations, KI67_STAINS))
 
