@@ -87,11 +87,11 @@ class TissueLayout:
         nucleus_density: float32 ``(H, W)`` hematoxylin-binding chromatin (H&E hematoxylin amount).
         positive_density: float32 ``(H, W)`` Ki-67 antigen of positive nuclei (Ki-67 DAB amount), granular.
         nucleus_labels: int32 ``(H, W)``, 0 = no nucleus, ``i + 1`` = nucleus ``i``.
-        centers: float32 ``(N, 2)`` nucleus centres as ``(y, x)``.
+        centers: float32 ``(N, 2)`` nucleus centres as ``(y, x)`` (outside the tile for nuclei its edge cuts).
         radii: float32 ``(N,)`` nucleus semi-major axes in pixels.
         positive: bool ``(N,)`` Ki-67 status of each nucleus.
         kinds: int8 ``(N,)`` ``TUMOUR``, ``LYMPHOCYTE`` or ``SPINDLE``.
-        cytoplasm: float32 ``(H, W)`` tumour cytoplasm density in [0, 1.4] (cell borders above 1).
+        cytoplasm: float32 ``(H, W)`` tumour cytoplasm density in [0, 1.6] (cell borders darker).
         blood: float32 ``(H, W)`` red blood cell density in [0, 1].
         nucleoli: float32 ``(H, W)`` nucleolus density in [0, 1].
     """
@@ -462,7 +462,11 @@ def _finish(rng: np.random.Generator, intensity: np.ndarray) -> np.ndarray:
 
 
 def render_he(layout: TissueLayout, rng: np.random.Generator) -> np.ndarray:
-    """Render a layout as H&E: ``uint8 (H, W, 3)``."""
+    """Render a layout as H&E: ``uint8 (H, W, 3)``.
+
+    Amounts in rgb2hed units, set so that the tissue reads as real 20x H&E does (nuclei about
+    0.05-0.12 hematoxylin, cytoplasm and collagen about 0.02-0.04 eosin).
+    """
     hematoxylin_scale, eosin_scale = rng.uniform(0.9, 1.1), rng.uniform(0.85, 1.15)  # this slide's staining
     nuclear = (layout.nucleus_labels > 0).astype(np.float32)
     hematoxylin = (layout.nucleus_density + 0.022 * layout.cytoplasm * (1.0 - nuclear) + 0.02 * nuclear
@@ -474,7 +478,11 @@ def render_he(layout: TissueLayout, rng: np.random.Generator) -> np.ndarray:
 
 
 def render_ki67(layout: TissueLayout, rng: np.random.Generator) -> np.ndarray:
-    """Render a layout as Ki-67 IHC (DAB + hematoxylin counterstain): ``uint8 (H, W, 3)``."""
+    """Render a layout as Ki-67 IHC (DAB + hematoxylin counterstain): ``uint8 (H, W, 3)``.
+
+    Amounts in rgb2hed units, set so that the tissue reads as real 20x Ki-67 does (positive
+    nuclei about 0.1-0.3 DAB, negative nuclei about 0.05-0.1 hematoxylin, pale cytoplasm).
+    """
     hematoxylin_scale, dab_scale = rng.uniform(0.9, 1.1), rng.uniform(0.85, 1.15)
     labels = layout.nucleus_labels
     positive_nuclei = layout.positive_density > 0.01
