@@ -547,11 +547,15 @@ def render_pair(rng: np.random.Generator, size: int, positive_fraction: float = 
 
 
 def sample_tiles(stain: str, count: int, size: int, seed: int, positive_fraction: float = 0.3,
-                 nucleus_radius: float = TUMOUR_NUCLEUS_RADIUS) -> np.ndarray:
-    """``count`` tiles of one stain (``"he"`` or ``"ki67"``) from independent layouts, ``uint8 (N, S, S, 3)``."""
+                 nucleus_radius: float | None = None) -> np.ndarray:
+    """``count`` tiles of one stain (``"he"`` or ``"ki67"``) from independent layouts, ``uint8 (N, S, S, 3)``.
+
+    ``nucleus_radius``: tumour nuclei as in :func:`make_layout` (``None``: the 20x default, whatever ``size``).
+    """
     renderers = {"he": render_he, "ki67": render_ki67}
     if stain not in renderers:
         raise ValueError(f"stain must be one of {sorted(renderers)}, got {stain!r}")
+    nucleus_radius = TUMOUR_NUCLEUS_RADIUS if nucleus_radius is None else nucleus_radius
     # separate streams per stain: unpaired tiles never share a layout
     rng = np.random.default_rng([seed, 0 if stain == "he" else 1])
     return np.stack([renderers[stain](make_layout(rng, size, positive_fraction, nucleus_radius), rng)
