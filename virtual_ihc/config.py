@@ -54,7 +54,7 @@ class DiscriminatorConfig:
 
 @dataclasses.dataclass
 class LossConfig:
-    """L = L_adv + cycle_weight * L1_cycle + ssim_weight * (2 - SSIM_he - SSIM_ki67) + identity + structure + stain moment."""
+    """L = L_adv + cycle_weight * L1_cycle + ssim_weight * (2 - SSIM_he - SSIM_ki67) + identity + structure + positivity."""
 
     adversarial: str = _field("bce", "adversarial loss: log-likelihood (paper) or least squares",
                               ("bce", "lsgan"))
@@ -65,8 +65,8 @@ class LossConfig:
     structure_weight: float = _field(0.0, "weight of the nuclear structure loss: 1 - correlation of the nuclear "
                                           "(hematoxylin + DAB) maps of each tile and its translation, both "
                                           "directions (0 = off, the paper)")
-    stain_moment_weight: float = _field(0.0, "weight of the DAB-share loss: the virtual Ki-67 batch as brown as the "
-                                             "real Ki-67 batch (0 = off, the paper)")
+    positivity_weight: float = _field(0.0, "weight of the positivity loss: the virtual Ki-67 batch has as many "
+                                           "DAB-positive (brown) pixels as the real Ki-67 batch (0 = off, the paper)")
 
 
 @dataclasses.dataclass

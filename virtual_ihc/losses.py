@@ -15,14 +15,17 @@ Total generator objective (paper: lambda = beta = 5)::
         + beta * (2 - SSIM(cycled_he, he) - SSIM(cycled_ki67, ki67))
         + identity_weight * (|G_he->ki67(ki67) - ki67|_1 + |G_ki67->he(he) - he|_1)
         + structure_weight * (2 - r(nuclei(he), nuclei(fake_ki67)) - r(nuclei(ki67), nuclei(fake_he)))
-        + stain_moment_weight * (dab_share(fake_ki67) - dab_share(ki67))^2
+        + positivity_weight * |brown(fake_ki67) - brown(ki67)|
 
-The last two are this project's pathology-consistency terms (off in the paper profile):
-``nuclei(x)`` is the hematoxylin + DAB amount of colour deconvolution (the same
-definition :mod:`virtual_ihc.histology.nuclei` segments) minus its local mean, ``r`` the
-per-image Pearson correlation, so the nuclei of a translation must sit where the
-source's are whatever their colour; ``dab_share`` is the batch's DAB share of the
-nuclear stain, so the virtual Ki-67 is as brown, on average, as the real Ki-67 batch.
+The last two are this project's pathology-consistency terms (off in the paper profile).
+``nuclei(x)`` is tanh((n - local mean of n) / 0.03), n the hematoxylin + DAB amount of
+colour deconvolution (the nuclear signal :mod:`virtual_ihc.histology.nuclei` segments),
+``r`` the per-image Pearson correlation: the nuclei of a translation must sit where the
+source's are, and the tanh saturates so that a brown (DAB) nucleus and a blue
+(hematoxylin) one count alike - an unsaturated map would reward dropping the DAB.
+``brown(x)`` is the batch's share of DAB-positive pixels (DAB above its local mean by
+about 0.05, a soft threshold): the virtual Ki-67 has as many brown pixels as the real
+Ki-67 it is trained against, which calibrates positivity to the training set's.
 """
 
 from __future__ import annotations
@@ -125,6 +128,10 @@ HED_FROM_RGB = np.linalg.inv(STAIN_MATRIX_HED).astype(np.float32)
 _OD_FLOOR = 1.0 / 255.0
 #: side of the local mean removed from the nuclear map (about three nucleus diameters at 20x)
 NUCLEAR_BACKGROUND_WINDOW = 31
+#: nuclear contrast at which the nuclear map saturates (a pale blue nucleus is about 0.03-0.06)
+NUCLEAR_SATURATION = 0.03
+#: soft threshold of a DAB-positive pixel: DAB above its local mean by DAB_POSITIVE (width DAB_SOFTNESS)
+DAB_POSITIVE, DAB_SOFTNESS = 0.05, 0.01
 
 
 def stain_amounts(images: tf.Tensor) -> tf.Tensor:
@@ -134,11 +141,15 @@ def stain_amounts(images: tf.Tensor) -> tf.Tensor:
     return tf.einsum("bhwc,cs->bhws", optical_density, tf.constant(HED_FROM_RGB))
 
 
+def _local_contrast(channel: tf.Tensor, window: int) -> tf.Tensor:
+    return channel - tf.nn.avg_pool2d(channel, ksize=window, strides=1, padding="SAME")
+
+
 def nuclear_map(images: tf.Tensor, window: int = NUCLEAR_BACKGROUND_WINDOW) -> tf.Tensor:
-    """Hematoxylin + DAB minus its local mean, ``(B, H, W, 1)``: where the nuclei are, in any stain."""
+    """Where the nuclei are, in any stain: tanh of the local contrast of hematoxylin + DAB, ``(B, H, W, 1)``."""
     amounts = stain_amounts(images)
     nuclear = amounts[..., 0:1] + amounts[..., 2:3]
-    return nuclear - tf.nn.avg_pool2d(nuclear, ksize=window, strides=1, padding="SAME")
+    return tf.tanh(_local_contrast(nuclear, window) / NUCLEAR_SATURATION)
 
 
 def _pearson_per_example(a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
@@ -156,16 +167,15 @@ def nuclear_structure_loss(source: tf.Tensor, translated: tf.Tensor) -> tf.Tenso
     return 1.0 - _pearson_per_example(nuclear_map(source), nuclear_map(translated))
 
 
-def dab_share(images: tf.Tensor) -> tf.Tensor:
-    """Batch DAB share of the nuclear stain: sum(DAB+) / sum(H+ + DAB+), a scalar in [0, 1]."""
-    amounts = tf.nn.relu(stain_amounts(images))
-    dab = tf.reduce_sum(amounts[..., 2])
-    return dab / (dab + tf.reduce_sum(amounts[..., 0]) + 1e-6)
+def brown_fraction(images: tf.Tensor, window: int = NUCLEAR_BACKGROUND_WINDOW) -> tf.Tensor:
+    """Soft share of DAB-positive pixels of a batch (DAB above its local mean), a scalar in [0, 1]."""
+    dab = stain_amounts(images)[..., 2:3]
+    return tf.reduce_mean(tf.sigmoid((_local_contrast(dab, window) - DAB_POSITIVE) / DAB_SOFTNESS))
 
 
-def stain_moment_loss(real_ki67: tf.Tensor, fake_ki67: tf.Tensor) -> tf.Tensor:
-    """Squared difference of the batch DAB shares of real and virtual Ki-67 (the real side is a target, no gradient)."""
-    return tf.square(dab_share(fake_ki67) - tf.stop_gradient(dab_share(real_ki67)))
+def positivity_loss(real_ki67: tf.Tensor, fake_ki67: tf.Tensor) -> tf.Tensor:
+    """|brown share of the virtual Ki-67 batch - that of the real Ki-67 batch| (the real side is a target only)."""
+    return tf.abs(brown_fraction(fake_ki67) - tf.stop_gradient(brown_fraction(real_ki67)))
 
 
 def psnr(a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
