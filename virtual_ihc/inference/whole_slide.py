@@ -110,6 +110,11 @@ def is_tiff_output(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() in TIFF_EXTENSIONS
 
 
+def already_stained(output: str | os.PathLike, options: StainOptions) -> bool:
+    """``resume`` is set and ``output`` exists: the input is skipped."""
+    return options.resume and Path(output).exists()
+
+
 def partial_dir(output: str | os.PathLike) -> Path:
     """Where an unfinished slide run keeps its state."""
     output = Path(output)
@@ -227,7 +232,7 @@ def stain_file(input_path: str | os.PathLike, output_path: str | os.PathLike, mo
     started = time.perf_counter()
     input_path, output_path = Path(input_path), Path(output_path)
     result = StainResult(input_path, output_path)
-    if options.resume and output_path.exists():
+    if already_stained(output_path, options):
         logger.info("%s exists: skipped (resume)", output_path)
         result.skipped = True
         return result
