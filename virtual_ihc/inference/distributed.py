@@ -35,21 +35,21 @@ RETRIES = 1
 #: TensorFlow reads its intra-op thread count from this variable when it starts
 TF_THREADS_VARIABLE = "TF_NUM_INTRAOP_THREADS"
 
-_models: dict[tuple[str, str], StainModel] = {}
+_models: dict[tuple[str, str, str | None], StainModel] = {}
 _models_lock = threading.Lock()
 
 
-def worker_model(model_path: str, direction: str) -> tuple[StainModel, bool]:
+def worker_model(model_path: str, direction: str, precision: str | None = None) -> tuple[StainModel, bool]:
     """The worker process's :class:`StainModel` for ``model_path``, loaded on first use.
 
     Returns:
         ``(model, loaded)``: ``loaded`` is true when this call loaded it.
     """
-    key = (model_path, direction)
+    key = (model_path, direction, precision)
     with _models_lock:  # a worker with several threads loads each model once
         if key in _models:
             return _models[key], False
-        _models[key] = StainModel(model_path, direction)
+        _models[key] = StainModel(model_path, direction, precision)
         return _models[key], True
 
 
@@ -71,10 +71,10 @@ class TaskResult:
     model_loaded: bool
 
 
-def stain_task(input_path: Path, output_path: Path, model_path: str, direction: str, options: StainOptions,
-               normalizer: StainNormalizer | None) -> TaskResult:
+def stain_task(input_path: Path, output_path: Path, model_path: str, direction: str, precision: str | None,
+               options: StainOptions, normalizer: StainNormalizer | None) -> TaskResult:
     """Stain one slide on a worker (runs in the worker process)."""
-    model, loaded = worker_model(model_path, direction)
+    model, loaded = worker_model(model_path, direction, precision)
     result = stain_file(input_path, output_path, model, options, normalizer)
     return TaskResult(result, _worker_name(), loaded)
 
@@ -109,7 +109,8 @@ class SlideReport:
 
 
 def stain_on_cluster(client, jobs: list[tuple[Path, Path]], model_path: str | os.PathLike, direction: str,
-                     options: StainOptions, normalizer: StainNormalizer | None = None, retries: int = RETRIES,
+                     options: StainOptions, normalizer: StainNormalizer | None = None, precision: str | None = None,
+                     retries: int = RETRIES,
                      on_report: Callable[[SlideReport], None] | None = None) -> list[SlideReport]:
     """Stain ``jobs`` (``(input, output)`` pairs) with one task per slide on ``client``'s cluster.
 
@@ -119,6 +120,7 @@ def stain_on_cluster(client, jobs: list[tuple[Path, Path]], model_path: str | os
     Args:
         client: a connected ``distributed.Client``.
         model_path: SavedModel or run folder, readable at this path on every worker.
+        precision: what the model computes in (see :class:`StainModel`; ``None`` = the export's).
         retries: extra attempts for a slide whose task raised.
         on_report: called with each slide's report when it is final.
 
@@ -134,7 +136,8 @@ def stain_on_cluster(client, jobs: list[tuple[Path, Path]], model_path: str | os
     def submit(index: int):
         report = reports[index]
         report.attempts += 1
-        return client.submit(stain_task, report.input, report.output, model_path, direction, options, normalizer,
+        return client.submit(stain_task, report.input, report.output, model_path, direction, precision, options,
+                             normalizer,
                              key=f"stain-{report.input.name}-{run_token}-{report.attempts}", pure=False)
 
     futures = {}
@@ -209,8 +212,8 @@ def format_table(reports: list[SlideReport], seconds: float) -> str:
 
 
 def run_on_cluster(jobs: list[tuple[Path, Path]], model_path: str | os.PathLike, direction: str,
-                   options: StainOptions, normalizer: StainNormalizer | None, workers: int | None = None,
-                   scheduler: str | None = None) -> list[SlideReport]:
+                   options: StainOptions, normalizer: StainNormalizer | None, precision: str | None = None,
+                   workers: int | None = None, scheduler: str | None = None) -> list[SlideReport]:
     """Stain ``jobs`` on the cluster at ``scheduler``, or on a ``LocalCluster`` of ``workers`` started here."""
     from distributed import Client
 
@@ -219,7 +222,7 @@ def run_on_cluster(jobs: list[tuple[Path, Path]], model_path: str | os.PathLike,
         with Client(scheduler if scheduler is not None else cluster) as client:
             logger.info("dask scheduler %s, %d workers, dashboard %s", client.scheduler.address,
                         len(client.scheduler_info()["workers"]), client.dashboard_link)
-            return stain_on_cluster(client, jobs, model_path, direction, options, normalizer,
+            return stain_on_cluster(client, jobs, model_path, direction, options, normalizer, precision,
                                     on_report=_log_report)
     finally:
         if cluster is not None:

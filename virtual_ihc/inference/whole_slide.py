@@ -206,7 +206,9 @@ def _save_state(folder: Path, fingerprint: dict, rows_done: int, carry: np.ndarr
 
 
 def _model_name(model: TileModel) -> str:
-    return str(getattr(model, "path", type(model).__name__))
+    name = str(getattr(model, "path", type(model).__name__))
+    precision = getattr(model, "precision", "float32")  # a bfloat16 run must not resume a float32 one
+    return name if precision == "float32" else f"{name} ({precision})"
 
 
 def stain_file(input_path: str | os.PathLike, output_path: str | os.PathLike, model: TileModel,
