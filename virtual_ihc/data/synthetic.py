@@ -135,7 +135,7 @@ def render_ki67(layout: TissueLayout, rng: np.random.Generator) -> np.ndarray:
     """Render a layout as Ki-67 IHC (DAB + hematoxylin counterstain): ``uint8 (H, W, 3)``."""
     negative_density = layout.nucleus_density - layout.positive_density
     hematoxylin = 0.6 * negative_density + 0.15 * layout.positive_density + 0.08 * layout.stroma
-    dab = 1.0 * layout.positive_density + 0.02 * layout.stroma
+    dab = 2.5 * layout.positive_density + 0.02 * layout.stroma  # real positive nuclei: rgb2hed DAB 0.1-0.5
     concentrations = np.stack([hematoxylin, np.zeros_like(dab), dab], axis=-1)
     return _finish(rng, render_beer_lambert(concentrations, STAIN_MATRIX_HED))
 
