@@ -1,26 +1,36 @@
 """Benchmark of ``virtual-ihc stain`` on synthetic whole slides.
 
-Measures, on a synthetic H&E slide of ``--size`` pixels a side (default 8000):
+``--part throughput`` (on a synthetic H&E slide of ``--size`` pixels a side,
+default 2500, 40 % tissue), for each of ``--precisions`` (float32, bfloat16):
 
 - (a) bare generator: the exported SavedModel called on batches of the slide's
   own tissue tiles already in memory, as many tiles as (b) runs;
-- (b) the full ``stain`` pipeline (read, tissue mask, run, blend, write the
+- (b) the full ``stain`` pipeline (read, tissue mask, run, blend, stream the
   pyramidal TIFF), and its overhead over (a): ``time_b / time_a - 1``, with (b)
-  and (a) run alternately ``--repeats`` times and the fastest run of each kept;
+  and (a) run alternately ``--repeats`` times and the fastest run of each kept,
+  in wall time and in CPU time (user + system time of the process, all its
+  threads: on a machine shared with other work, CPU time varies far less);
+- the bfloat16 export's speed-up over float32, in (a) and in (b), and the PSNR
+  of its output against float32's on ``--psnr-tiles`` sample H&E tiles;
 - the overlap's extra compute: tiles run at the default overlap / tiles run
-  without overlap (same tissue mask);
-- peak resident memory (``ru_maxrss``) of (b) on the ``--size`` slide and on a
-  ``--large-size`` slide (default 20000), each in a fresh process.
+  without overlap (same tissue mask).
 
-The generator is the ``small`` profile's (base 8 filters, 3 residual blocks),
-untrained: speed does not depend on the weights. The large slide has less
-tissue (``--large-tissue``) so that it finishes in minutes on 2 cores; memory
-does not depend on the tissue fraction (every band is allocated in full).
+The generator is the paper's (``GeneratorConfig()``: base 32 filters, 10
+residual blocks), untrained: speed does not depend on the weights.
 
-Prints the figures and ratios, then one JSON line.
+``--part large`` stains a ``--large-size`` slide (default 20000, 10 % tissue)
+in a fresh process and measures peak resident memory (``ru_maxrss``) and the
+temporary disk of the ``.partial`` folder: the scratch files (resume state)
+at their largest, which is just before the previous state file is deleted,
+against the output's size. It uses a small generator (``--large-base-filters``
+8, ``--large-residual-blocks`` 3) so that it finishes in minutes: memory and
+temporary disk depend on the slide's width, not on the generator.
 
-    python benchmarks/stain.py            # ~8 minutes on 2 CPU cores
-    python benchmarks/stain.py --size 2000 --large-size 4000   # quick check
+Prints the figures and ratios, then one JSON line per part.
+
+    python benchmarks/stain.py --part throughput     # ~8 minutes on 2 CPU cores
+    python benchmarks/stain.py --part large          # ~3 minutes
+    python benchmarks/stain.py --size 1200 --large-size 3000 --precisions float32 --repeats 1   # quick check
 """
 
 from __future__ import annotations
@@ -47,20 +57,40 @@ def _stitch_options(args):
     return StitchOptions(tile_size=args.tile_size, overlap=args.overlap, batch_size=args.batch_size)
 
 
+def _disk_bytes(path: Path) -> int:
+    return path.stat().st_blocks * 512 if path.exists() else 0
+
+
 def child_stain(args) -> dict:
-    """(b): the whole pipeline on one slide, in this process."""
+    """(b): the whole pipeline on one slide, in this process, with the partial folder's disk use after each row."""
     from virtual_ihc.inference.model import StainModel
-    from virtual_ihc.inference.whole_slide import StainOptions, stain_file
+    from virtual_ihc.inference.whole_slide import StainOptions, partial_dir, stain_file
 
     model = StainModel(args.model)
     options = _stitch_options(args)
     # the first call of a loaded SavedModel optimises its graph: paid once per process, excluded like in (a)
     model(np.full((options.batch_size, options.tile_size, options.tile_size, 3), 255, np.uint8))
     baseline_mb = _peak_rss_mb()
-    result = stain_file(args.slide, args.output, model, StainOptions(options))
-    return {"seconds": result.seconds, "tiles_run": result.tiles_run, "tiles_total": result.tiles_total,
+    output = Path(args.output)
+    folder = partial_dir(output)
+    state_sizes, tiff_bytes = [], 0
+
+    def progress(done: int, total: int) -> None:
+        nonlocal tiff_bytes
+        # after each row the folder holds the TIFF so far, state.json and one state_NNNNN.npz
+        state_sizes.append(sum(_disk_bytes(path) for path in folder.glob("state_*.npz")))
+        tiff_bytes = max(tiff_bytes, sum(_disk_bytes(path) for path in folder.glob("output.*")))
+
+    cpu_started = time.process_time()
+    result = stain_file(args.slide, output, model, StainOptions(options), progress=progress)
+    cpu_seconds = time.process_time() - cpu_started
+    # while a row's state is saved, the previous row's file still exists: the scratch peak is two consecutive files
+    pairs = [a + b for a, b in zip([0] + state_sizes, state_sizes)]
+    return {"seconds": result.seconds, "cpu_seconds": cpu_seconds, "tiles_run": result.tiles_run, "tiles_total": result.tiles_total,
             "width": result.width, "height": result.height, "peak_rss_mb": _peak_rss_mb(),
-            "rss_before_stain_mb": baseline_mb}
+            "rss_before_stain_mb": baseline_mb, "peak_scratch_bytes": max(pairs) + 4096,  # + state.json's block
+            "mean_state_bytes": float(np.mean(state_sizes)), "output_bytes": _disk_bytes(output),
+            "tiff_bytes_before_directories": tiff_bytes}
 
 
 def child_bare(args) -> dict:
@@ -81,15 +111,32 @@ def child_bare(args) -> dict:
         tiles = np.stack([slide.read_region(layout.col_starts[cols[i]], layout.row_starts[rows[i]], 0,
                                             layout.tile_width, layout.tile_height) for i in picks])
     model(tiles[:options.batch_size])  # warm-up, as (b) pays its first call too: excluded from both
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     done = 0
     while done < args.tiles:
         batch = min(options.batch_size, args.tiles - done)
         start = done % len(tiles)
         model(np.take(tiles, range(start, start + batch), axis=0, mode="wrap"))
         done += batch
-    return {"seconds": time.perf_counter() - started, "tiles": done,
+    return {"seconds": time.perf_counter() - started, "cpu_seconds": time.process_time() - cpu_started, "tiles": done,
             "tile_pixels": layout.tile_width * layout.tile_height}
+
+
+def child_psnr(args) -> dict:
+    """PSNR of the bfloat16 export's output against the float32 export's on sample H&E tiles."""
+    from skimage.metrics import peak_signal_noise_ratio
+
+    from virtual_ihc.data.synthetic import sample_tiles
+    from virtual_ihc.inference.model import StainModel
+
+    tiles = sample_tiles("he", args.tiles, args.tile_size, seed=0)
+    reference, bfloat16 = StainModel(args.model), StainModel(args.other_model)
+    batches = range(0, len(tiles), args.batch_size)
+    float32_out = np.concatenate([reference(tiles[i:i + args.batch_size]) for i in batches])
+    bfloat16_out = np.concatenate([bfloat16(tiles[i:i + args.batch_size]) for i in batches])
+    per_tile = [peak_signal_noise_ratio(a, b, data_range=255) for a, b in zip(float32_out, bfloat16_out)]
+    return {"psnr_db_min": float(min(per_tile)), "psnr_db_mean": float(np.mean(per_tile)),
+            "max_abs_difference": int(np.abs(float32_out.astype(int) - bfloat16_out).max())}
 
 
 def overlap_extra(slide_path: Path, args) -> dict:
@@ -129,82 +176,152 @@ def make_slide(path: Path, size: int, tissue: float, seed: int) -> Path:
                                                                          tissue_fraction=tissue), mpp=0.5)
 
 
+def export_models(work: Path, base_filters: int, residual_blocks: int, precisions: list[str]) -> dict[str, Path]:
+    """SavedModels of one untrained generator, one per precision (``export_saved_model(..., precision=...)``)."""
+    import keras
+
+    from virtual_ihc.config import GeneratorConfig
+    from virtual_ihc.export import export_saved_model
+    from virtual_ihc.models import build_resnet_generator
+
+    keras.utils.set_random_seed(0)
+    generator = build_resnet_generator(GeneratorConfig(base_filters=base_filters,
+                                                       num_residual_blocks=residual_blocks))
+    return {precision: export_saved_model(generator, work / f"he_to_ki67_{precision}", precision=precision)
+            for precision in precisions}
+
+
+def throughput(args, work: Path) -> dict:
+    models = export_models(work, args.base_filters, args.residual_blocks, args.precisions)
+    slide = make_slide(work / "slide.tif", args.size, args.tissue, seed=0)
+    # (b) and (a) alternate and the fastest of each counts: other work on the machine only slows runs down
+    stains = {precision: [] for precision in args.precisions}
+    bares = {precision: [] for precision in args.precisions}
+    for repeat in range(args.repeats):
+        for precision in args.precisions:
+            stains[precision].append(run_child("stain", args, model=models[precision], slide=slide,
+                                               output=work / f"out_{precision}_{repeat}.tif"))
+            bares[precision].append(run_child("bare", args, model=models[precision], slide=slide,
+                                              tiles=stains[precision][-1]["tiles_run"]))
+    report = {"slide": f"{args.size}x{args.size}", "tissue_fraction": args.tissue, "tile_size": args.tile_size,
+              "overlap": args.overlap, "batch_size": args.batch_size, "generator_base_filters": args.base_filters,
+              "generator_residual_blocks": args.residual_blocks, "repeats": args.repeats, "precisions": {}}
+    for precision in args.precisions:
+        stain = min(stains[precision], key=lambda run: run["seconds"])
+        bare = min(bares[precision], key=lambda run: run["seconds"])
+        stain_cpu = min(run["cpu_seconds"] for run in stains[precision])
+        bare_cpu = min(run["cpu_seconds"] for run in bares[precision])
+        report["precisions"][precision] = {
+            "tiles_run": stain["tiles_run"], "tiles_total": stain["tiles_total"],
+            "bare_seconds": bare["seconds"], "bare_tiles_per_s": bare["tiles"] / bare["seconds"],
+            "stain_seconds": stain["seconds"], "stain_tiles_per_s": stain["tiles_run"] / stain["seconds"],
+            "stain_px_per_s": stain["width"] * stain["height"] / stain["seconds"],
+            "stain_overhead": stain["seconds"] / bare["seconds"] - 1.0,
+            "bare_cpu_seconds": bare_cpu, "stain_cpu_seconds": stain_cpu,
+            "stain_overhead_cpu": stain_cpu / bare_cpu - 1.0,
+            "stain_seconds_all": [run["seconds"] for run in stains[precision]],
+            "bare_seconds_all": [run["seconds"] for run in bares[precision]],
+            "stain_cpu_seconds_all": [run["cpu_seconds"] for run in stains[precision]],
+            "bare_cpu_seconds_all": [run["cpu_seconds"] for run in bares[precision]],
+            "peak_rss_mb": stain["peak_rss_mb"], "output_bytes": stain["output_bytes"]}
+    if {"float32", "bfloat16"} <= set(args.precisions):
+        figures = report["precisions"]
+        for key in ("bare_seconds", "stain_seconds", "bare_cpu_seconds", "stain_cpu_seconds"):
+            report[f"bfloat16_speedup_{key}"] = figures["float32"][key] / figures["bfloat16"][key]
+        report["bfloat16_psnr"] = run_child("psnr", args, model=models["float32"], other_model=models["bfloat16"],
+                                            tiles=args.psnr_tiles)
+    report.update(overlap_extra(slide, args))
+
+    print(f"slide {report['slide']} ({args.tissue:.0%} tissue), tiles {args.tile_size} px, overlap {args.overlap}, "
+          f"batch {args.batch_size}, generator base {args.base_filters} filters, {args.residual_blocks} residual "
+          f"blocks (untrained)")
+    for precision, figures in report["precisions"].items():
+        print(f"[{precision}] (a) bare generator: {figures['bare_tiles_per_s']:.3f} tiles/s ({figures['tiles_run']} "
+              f"tiles, {figures['bare_seconds']:.1f} s wall, {figures['bare_cpu_seconds']:.1f} s CPU); (b) stain: "
+              f"{figures['stain_tiles_per_s']:.3f} tiles/s, {figures['stain_px_per_s'] / 1e6:.3f} Mpx/s of slide "
+              f"({figures['tiles_run']}/{figures['tiles_total']} tiles run, {figures['stain_seconds']:.1f} s wall, "
+              f"{figures['stain_cpu_seconds']:.1f} s CPU)")
+        print(f"[{precision}] overhead of (b) over (a): {figures['stain_overhead_cpu']:+.1%} in CPU time, "
+              f"{figures['stain_overhead']:+.1%} in wall time (target <= 10%); runs (b) "
+              f"{', '.join(f'{run:.1f}' for run in figures['stain_seconds_all'])} s wall / "
+              f"{', '.join(f'{run:.1f}' for run in figures['stain_cpu_seconds_all'])} s CPU, (a) "
+              f"{', '.join(f'{run:.1f}' for run in figures['bare_seconds_all'])} s wall / "
+              f"{', '.join(f'{run:.1f}' for run in figures['bare_cpu_seconds_all'])} s CPU")
+    if "bfloat16_psnr" in report:
+        psnr = report["bfloat16_psnr"]
+        print(f"bfloat16 over float32: (a) {report['bfloat16_speedup_bare_cpu_seconds']:.2f}x in CPU time "
+              f"({report['bfloat16_speedup_bare_seconds']:.2f}x wall), (b) "
+              f"{report['bfloat16_speedup_stain_cpu_seconds']:.2f}x in CPU time "
+              f"({report['bfloat16_speedup_stain_seconds']:.2f}x wall); PSNR vs float32 on {args.psnr_tiles} sample "
+              f"tiles of {args.tile_size} px: min {psnr['psnr_db_min']:.1f} dB, mean {psnr['psnr_db_mean']:.1f} dB, "
+              f"max |difference| {psnr['max_abs_difference']} grey levels")
+    print(f"overlap {args.overlap}: {report['tiles_with_overlap']} tissue tiles vs {report['tiles_without_overlap']} "
+          f"without overlap: {report['extra_compute']:+.1%} generator compute")
+    return report
+
+
+def large(args, work: Path) -> dict:
+    model = export_models(work, args.large_base_filters, args.large_residual_blocks, ["float32"])["float32"]
+    slide = make_slide(work / "slide_large.tif", args.large_size, args.large_tissue, seed=1)
+    run = run_child("stain", args, model=model, slide=slide, output=work / "out_large.tif")
+    level0_raw = run["width"] * run["height"] * 3
+    report = {"slide": f"{args.large_size}x{args.large_size}", "tissue_fraction": args.large_tissue,
+              "generator_base_filters": args.large_base_filters,
+              "generator_residual_blocks": args.large_residual_blocks, **run,
+              "scratch_over_output": run["peak_scratch_bytes"] / run["output_bytes"],
+              "level0_raw_bytes": level0_raw}
+    print(f"slide {report['slide']} ({args.large_tissue:.0%} tissue), generator base {args.large_base_filters} "
+          f"filters, {args.large_residual_blocks} residual blocks: {run['tiles_run']}/{run['tiles_total']} tiles, "
+          f"{run['seconds']:.0f} s")
+    print(f"output {run['output_bytes'] / 1e6:.1f} MB; temporary disk (resume state) at its peak "
+          f"{run['peak_scratch_bytes'] / 1e6:.1f} MB = {report['scratch_over_output']:.1%} of the output "
+          f"(one state file: {run['mean_state_bytes'] / 1e6:.1f} MB on average); a raw level 0 would be "
+          f"{level0_raw / 1e9:.2f} GB")
+    print(f"peak RSS {run['peak_rss_mb']:.0f} MB ({run['rss_before_stain_mb']:.0f} MB after loading and warming up "
+          f"the model)")
+    return report
+
+
 def main(argv=None) -> int:
+    from virtual_ihc.config import GeneratorConfig
+
+    paper = GeneratorConfig()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", type=int, default=8000, help="side of the throughput slide (pixels)")
-    parser.add_argument("--large-size", type=int, default=20000, help="side of the second memory slide")
+    parser.add_argument("--part", choices=("throughput", "large", "all"), default="all")
+    parser.add_argument("--size", type=int, default=2500, help="side of the throughput slide (pixels)")
     parser.add_argument("--tissue", type=float, default=0.4, help="tissue fraction of the throughput slide")
-    parser.add_argument("--large-tissue", type=float, default=0.1, help="tissue fraction of the large slide")
     parser.add_argument("--tile-size", type=int, default=512)
     parser.add_argument("--overlap", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--base-filters", type=int, default=8)
+    parser.add_argument("--base-filters", type=int, default=paper.base_filters)
+    parser.add_argument("--residual-blocks", type=int, default=paper.num_residual_blocks)
+    parser.add_argument("--precisions", type=lambda text: text.split(","), default=["float32", "bfloat16"],
+                        help="comma-separated export precisions to measure (default: float32,bfloat16)")
     parser.add_argument("--repeats", type=int, default=2, help="alternating (b), (a) runs; the fastest of each counts")
+    parser.add_argument("--psnr-tiles", type=int, default=4, help="sample tiles for the bfloat16 PSNR")
+    parser.add_argument("--large-size", type=int, default=20000, help="side of the temporary-disk and memory slide")
+    parser.add_argument("--large-tissue", type=float, default=0.1, help="tissue fraction of the large slide")
+    parser.add_argument("--large-base-filters", type=int, default=8)
+    parser.add_argument("--large-residual-blocks", type=int, default=3)
     parser.add_argument("--work", type=Path, help="scratch folder (default: a temporary one)")
-    parser.add_argument("--child", choices=("stain", "bare"), help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=("stain", "bare", "psnr"), help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
+    parser.add_argument("--other-model", help=argparse.SUPPRESS)
     parser.add_argument("--slide", help=argparse.SUPPRESS)
     parser.add_argument("--output", help=argparse.SUPPRESS)
     parser.add_argument("--tiles", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        print(json.dumps((child_stain if args.child == "stain" else child_bare)(args)))
+        print(json.dumps({"stain": child_stain, "bare": child_bare, "psnr": child_psnr}[args.child](args)))
         return 0
 
+    reports = {}
     with tempfile.TemporaryDirectory(dir=args.work) as scratch:
-        work = Path(scratch)
-        from virtual_ihc.config import GeneratorConfig
-        from virtual_ihc.export import export_saved_model
-        from virtual_ihc.models import build_resnet_generator
-
-        generator = build_resnet_generator(GeneratorConfig(base_filters=args.base_filters, num_residual_blocks=3))
-        model_dir = export_saved_model(generator, work / "he_to_ki67")
-        slides = {args.size: make_slide(work / "slide_small.tif", args.size, args.tissue, seed=0),
-                  args.large_size: make_slide(work / "slide_large.tif", args.large_size, args.large_tissue, seed=1)}
-        # (a) and (b) alternate and the faster of each pair counts: other work on the machine only slows runs down
-        stains, bares = [], []
-        for repeat in range(args.repeats):
-            stains.append(run_child("stain", args, model=model_dir, slide=slides[args.size],
-                                    output=work / f"out_small_{repeat}.tif"))
-            bares.append(run_child("bare", args, model=model_dir, slide=slides[args.size],
-                                   tiles=stains[-1]["tiles_run"]))
-        stain = min(stains, key=lambda run: run["seconds"])
-        bare = min(bares, key=lambda run: run["seconds"])
-        large = run_child("stain", args, model=model_dir, slide=slides[args.large_size],
-                          output=work / "out_large.tif")
-        extra = overlap_extra(slides[args.size], args)
-
-    output_pixels = stain["width"] * stain["height"]
-    report = {
-        "slide": f"{args.size}x{args.size}", "tissue_fraction": args.tissue, "tile_size": args.tile_size,
-        "overlap": args.overlap, "batch_size": args.batch_size, "generator_base_filters": args.base_filters,
-        "tiles_run": stain["tiles_run"], "tiles_total": stain["tiles_total"],
-        "bare_seconds": bare["seconds"], "bare_tiles_per_s": bare["tiles"] / bare["seconds"],
-        "bare_px_per_s": bare["tiles"] * bare["tile_pixels"] / bare["seconds"],
-        "stain_seconds_all": [run["seconds"] for run in stains], "bare_seconds_all": [run["seconds"] for run in bares],
-        "stain_seconds": stain["seconds"], "stain_tiles_per_s": stain["tiles_run"] / stain["seconds"],
-        "stain_px_per_s": output_pixels / stain["seconds"],
-        "stain_overhead": stain["seconds"] / bare["seconds"] - 1.0,
-        "overlap_extra_compute": extra["extra_compute"], "tiles_without_overlap": extra["tiles_without_overlap"],
-        "peak_rss_mb": {str(args.size): stain["peak_rss_mb"], str(args.large_size): large["peak_rss_mb"]},
-        "rss_before_stain_mb": stain["rss_before_stain_mb"],
-        "large_slide_seconds": large["seconds"], "large_tiles_run": large["tiles_run"],
-    }
-    print(f"slide {report['slide']} ({args.tissue:.0%} tissue), tiles {args.tile_size} px, overlap {args.overlap}, "
-          f"batch {args.batch_size}, generator base {args.base_filters} filters (untrained)")
-    print(f"(a) bare generator: {report['bare_tiles_per_s']:.2f} tiles/s, {report['bare_px_per_s'] / 1e6:.2f} Mpx/s "
-          f"({bare['tiles']} tiles, {bare['seconds']:.1f} s)")
-    print(f"(b) stain:          {report['stain_tiles_per_s']:.2f} tiles/s, {report['stain_px_per_s'] / 1e6:.2f} "
-          f"Mpx/s of slide ({stain['tiles_run']}/{stain['tiles_total']} tiles run, {stain['seconds']:.1f} s)")
-    print(f"overhead of (b) over (a): {report['stain_overhead']:+.1%} (target <= 10%); runs (b) "
-          f"{', '.join(f'{run:.1f}' for run in report['stain_seconds_all'])} s, (a) "
-          f"{', '.join(f'{run:.1f}' for run in report['bare_seconds_all'])} s")
-    print(f"overlap {args.overlap}: {extra['tiles_with_overlap']} tissue tiles vs {extra['tiles_without_overlap']} "
-          f"without overlap: {report['overlap_extra_compute']:+.1%} generator compute")
-    print(f"peak RSS: {stain['peak_rss_mb']:.0f} MB ({args.size} px slide), {large['peak_rss_mb']:.0f} MB "
-          f"({args.large_size} px slide, {large['tiles_run']} tiles, {large['seconds']:.0f} s); "
-          f"{stain['rss_before_stain_mb']:.0f} MB after loading and warming up the model")
-    print(json.dumps(report))
+        if args.part in ("throughput", "all"):
+            reports["throughput"] = throughput(args, Path(scratch))
+        if args.part in ("large", "all"):
+            reports["large"] = large(args, Path(scratch))
+    print(json.dumps(reports))
     return 0
 
 

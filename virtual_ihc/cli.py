@@ -25,6 +25,7 @@ SUBCOMMANDS = {
                                       "(same as python -m data_prep.tile_slides)"),
     "register": ("data_prep.register_pairs", "register consecutive H&E / Ki-67 sections into paired tiles "
                                              "(same as python -m data_prep.register_pairs)"),
+    "view": ("virtual_ihc.viewer.cli", "show slides side by side in the browser, pan and zoom in sync"),
 }
 
 

@@ -55,7 +55,7 @@ class DiscriminatorConfig:
 
 @dataclasses.dataclass
 class LossConfig:
-    """L = L_adv + cycle_weight * L1_cycle + ssim_weight * (2 - SSIM_he - SSIM_ki67) + identity."""
+    """L = L_adv + cycle_weight * L1_cycle + ssim_weight * (2 - SSIM_he - SSIM_ki67) + identity + structure + positivity."""
 
     adversarial: str = _field("bce", "adversarial loss: log-likelihood (paper) or least squares",
                               ("bce", "lsgan"))
@@ -63,6 +63,11 @@ class LossConfig:
     ssim_weight: float = _field(5.0, "beta: weight of the structural cycle loss (0 = plain CycleGAN cycle)")
     ssim_kind: str = _field("ssim", "structural similarity for the cycle loss", ("ssim", "ms_ssim"))
     identity_weight: float = _field(0.0, "weight of the identity loss |G(ki67) - ki67| (0 = off)")
+    structure_weight: float = _field(0.0, "weight of the nuclear structure loss: 1 - correlation of the nuclear "
+                                          "(hematoxylin + DAB) maps of each tile and its translation, both "
+                                          "directions (0 = off, the paper)")
+    positivity_weight: float = _field(0.0, "weight of the positivity loss: the virtual Ki-67 batch has as many "
+                                           "DAB-positive (brown) pixels as the real Ki-67 batch (0 = off, the paper)")
 
 
 @dataclasses.dataclass
@@ -115,6 +120,9 @@ class TrainConfig:
     keep_checkpoints: int = _field(0, "checkpoints to keep (0 = every epoch, for metric-vs-epoch curves)")
     sample_images: int = _field(2, "examples per direction in samples/epoch_NNN.png")
     export: bool = _field(True, "export SavedModels and .keras generators at the end of training")
+    pathology_guard: bool = _field(True, "measure nuclei preservation, glass, eosin, brown stroma and the Ki-67 "
+                                         "index of the virtual Ki-67 on the validation tiles every epoch, and "
+                                         "warn when the stain inverts or hallucinates positivity")
     verbose: str = _field("auto", "progress display: a bar (1) on a terminal and one line per epoch (2) otherwise, "
                                   "or none (0)", ("auto", "0", "1", "2"))
 
@@ -126,7 +134,7 @@ class ExperimentConfig:
     name: str = _field("virtual_ihc", "run name (run directory is runs/<name> unless --out is given)")
     out: str | None = _field(None, "run directory (default: runs/<name>)")
     profile: str = _field("small", "named preset applied before the config file and options",
-                          ("small", "paper"))
+                          ("small", "paper", "real"))
     generator: GeneratorConfig = dataclasses.field(default_factory=GeneratorConfig)
     discriminator: DiscriminatorConfig = dataclasses.field(default_factory=DiscriminatorConfig)
     loss: LossConfig = dataclasses.field(default_factory=LossConfig)
@@ -170,6 +178,10 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         "data": {"tile_size": 72, "tile_overlap": 36, "crop_size": 64, "sample_train_tiles": 160,
                  "sample_val_tiles": 8, "sample_tile_size": 72, "max_val_tiles": 8},
         "train": {"epochs": 10, "batch_size": 4, "pool_size": 50},
+    },
+    # the recipe for real slides (benchmarks/real_tissue.py); model size and crop stay the paper's unless overridden
+    "real": {
+        "loss": {"adversarial": "lsgan", "identity_weight": 5.0},
     },
 }
 

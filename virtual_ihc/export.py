@@ -16,10 +16,17 @@ Each direction is written twice under ``RUN/export/``:
   REST API exchange them as ``{"b64": ...}``. See :data:`SERVING_ERRORS` for
   what each kind of bad input does.
 - ``he_to_ki67/assets.extra/virtual_ihc.json``: :func:`model_metadata` (size
-  multiple, minimum size, signatures, training tile size and, when known, µm/px), read by
-  ``virtual-ihc stain``; TensorFlow Serving ignores ``assets.extra``.
+  multiple, minimum size, signatures, training tile size and, when known, µm/px) and the
+  export's ``precision``, read by ``virtual-ihc stain``; TensorFlow Serving
+  ignores ``assets.extra``.
 - ``generator_he_to_ki67.keras``: the Keras model, for ``keras.saving.load_model``
   (import ``virtual_ihc`` first so that its custom layers are registered).
+
+The SavedModel computes in float32, or with ``precision="bfloat16"`` under
+Keras' ``mixed_bfloat16`` policy (:func:`generator_in_precision`: float32
+weights, bfloat16 convolutions for CPUs with AVX512-BF16/AMX and recent GPUs,
+instance norm statistics and the output layer in float32); the signatures are
+the same uint8 in, uint8 out either way.
 
 Writes go to a temporary name and are renamed when complete.
 """
@@ -42,6 +49,8 @@ logger = logging.getLogger(__name__)
 #: (:func:`size_multiple_of` gives any generator's)
 SIZE_MULTIPLE = 8
 DIRECTIONS = ("he_to_ki67", "ki67_to_he")
+#: compute precision of an export -> Keras dtype policy of its layers (output layers stay float32)
+PRECISIONS = {"float32": "float32", "bfloat16": "mixed_bfloat16"}
 #: where the SavedModel keeps :func:`model_metadata` (``assets.extra`` is ignored by TensorFlow Serving)
 METADATA_PATH = Path("assets.extra") / "virtual_ihc.json"
 METADATA_VERSION = 1
@@ -134,6 +143,39 @@ class GeneratorServingModule(tf.Module):
         return {"png_bytes": tf.map_fn(stain_one, image_bytes, fn_output_signature=tf.string)}
 
 
+def generator_in_precision(generator: keras.Model, precision: str) -> keras.Model:
+    """``generator`` computing in ``precision`` (a key of :data:`PRECISIONS`), with the same weights.
+
+    Every layer but the model's output layers gets the precision's dtype policy;
+    output layers keep theirs (the generator's ``tanh`` head is float32 under
+    any policy). Returns ``generator`` itself when its layers already have those
+    policies, else a functional copy (``keras.models.clone_model``) with the
+    weights copied.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
+    policy = PRECISIONS[precision]
+    outputs = {layer.name for layer in generator.layers if any(layer.output is tensor for tensor in generator.outputs)}
+    if all(layer.dtype_policy.name == policy for layer in generator.layers
+           if layer.name not in outputs and not isinstance(layer, keras.layers.InputLayer)):
+        return generator
+
+    def clone_layer(layer):
+        config = layer.get_config()
+        if layer.name not in outputs:
+            config["dtype"] = policy
+        return layer.__class__.from_config(config)
+
+    converted = keras.models.clone_model(generator, clone_function=clone_layer)
+    converted.set_weights(generator.get_weights())
+    return converted
+
+
+def serving_module(generator: keras.Model, precision: str = "float32") -> GeneratorServingModule:
+    """The serving functions of ``generator`` computing in ``precision`` (what a SavedModel export holds)."""
+    return GeneratorServingModule(generator_in_precision(generator, precision))
+
+
 def _atomic_directory(final: Path):
     """A temporary sibling directory to write into; ``_commit`` renames it to ``final``."""
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -168,18 +210,24 @@ def read_model_metadata(saved_model_dir: str | Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def export_saved_model(generator: keras.Model, directory: str | Path, metadata: dict | None = None) -> Path:
+def export_saved_model(generator: keras.Model, directory: str | Path, metadata: dict | None = None,
+                       precision: str = "float32") -> Path:
     """Write ``generator`` as a SavedModel with the ``serving_default`` and ``serve_encoded`` signatures.
 
     ``metadata`` (default: :func:`model_metadata` with nothing known) goes to
-    ``assets.extra/virtual_ihc.json``, with the generator's size multiple and minimum size.
+    ``assets.extra/virtual_ihc.json``, with ``"precision": precision`` and the generator's size
+    multiple and minimum size added.
+
+    Args:
+        precision: ``"float32"``, or ``"bfloat16"`` for signatures that compute
+            under ``mixed_bfloat16`` (:func:`generator_in_precision`).
     """
+    module = serving_module(generator, precision)
     final = Path(directory)
     tmp = _atomic_directory(final)
     try:
-        module = GeneratorServingModule(generator)
-        metadata = {**(metadata or model_metadata()), "size_multiple": module.size_multiple,
-                    "min_size": module.min_size}
+        metadata = {**(metadata or model_metadata()), "precision": precision,
+                    "size_multiple": module.size_multiple, "min_size": module.min_size}
         tf.saved_model.save(module, str(tmp), signatures={"serving_default": module.serve,
                                                           "serve_encoded": module.serve_encoded})
         (tmp / METADATA_PATH).parent.mkdir(parents=True, exist_ok=True)
@@ -206,16 +254,19 @@ def export_keras(generator: keras.Model, path: str | Path) -> Path:
 
 
 def export_generators(generators: dict[str, keras.Model], export_dir: str | Path,
-                      tile_size: int | None = None, mpp: float | None = None) -> dict[str, Path]:
+                      tile_size: int | None = None, mpp: float | None = None,
+                      precision: str = "float32") -> dict[str, Path]:
     """Export ``{"he_to_ki67": model, "ki67_to_he": model}`` under ``export_dir``; returns the paths.
 
-    ``tile_size`` and ``mpp`` go to each SavedModel's :func:`model_metadata`.
+    ``tile_size`` and ``mpp`` go to each SavedModel's :func:`model_metadata`; the
+    SavedModels compute in ``precision`` (:func:`export_saved_model`), the
+    ``.keras`` files hold the generators as they are.
     """
     export_dir = Path(export_dir)
     paths = {}
     for direction, generator in generators.items():
         metadata = model_metadata(direction, tile_size=tile_size, mpp=mpp)
-        paths[direction] = export_saved_model(generator, export_dir / direction, metadata)
+        paths[direction] = export_saved_model(generator, export_dir / direction, metadata, precision)
         paths[f"{direction}_keras"] = export_keras(generator, export_dir / f"generator_{direction}.keras")
         logger.info("exported %s to %s", direction, paths[direction])
     return paths

@@ -16,12 +16,26 @@ Total generator objective (paper: lambda = beta = 5)::
         + lambda * (|he - cycled_he|_1 + |ki67 - cycled_ki67|_1)
         + beta * (2 - SSIM(cycled_he, he) - SSIM(cycled_ki67, ki67))
         + identity_weight * (|G_he->ki67(ki67) - ki67|_1 + |G_ki67->he(he) - he|_1)
+        + structure_weight * (2 - r(nuclei(he), nuclei(fake_ki67)) - r(nuclei(ki67), nuclei(fake_he)))
+        + positivity_weight * |brown(fake_ki67) - brown(ki67)|
+
+The last two are this project's pathology-consistency terms (off in the paper profile).
+``nuclei(x)`` is tanh((n - local mean of n) / 0.03), n the hematoxylin + DAB amount of
+colour deconvolution (the nuclear signal :mod:`virtual_ihc.histology.nuclei` segments),
+``r`` the per-image Pearson correlation: the nuclei of a translation must sit where the
+source's are, and the tanh saturates so that a brown (DAB) nucleus and a blue
+(hematoxylin) one count alike - an unsaturated map would reward dropping the DAB.
+``brown(x)`` is the batch's share of DAB-positive pixels (DAB above its local mean by
+about 0.05, a soft threshold): the virtual Ki-67 has as many brown pixels as the real
+Ki-67 it is trained against, which calibrates positivity to the training set's.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import tensorflow as tf
+
+from virtual_ihc.histology.stains import STAIN_MATRIX_HED
 
 #: MS-SSIM weights of the five scales (Wang et al. 2003), as in tf.image.ssim_multiscale
 MS_SSIM_POWER_FACTORS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
@@ -189,6 +203,62 @@ def structural_cycle_loss(real_he: tf.Tensor, cycled_he: tf.Tensor, real_ki67: t
     """The paper's structural cycle loss per example: ``2 - SSIM(he) - SSIM(ki67)``, in [0, 4]."""
     return (2.0 - structural_similarity(real_he, cycled_he, kind)
             - structural_similarity(real_ki67, cycled_ki67, kind))
+
+
+#: colour deconvolution matrix of ``skimage.color.rgb2hed`` (optical density -> H, E, DAB amounts)
+HED_FROM_RGB = np.linalg.inv(STAIN_MATRIX_HED).astype(np.float32)
+#: optical-density floor: 1 grey level, so that black pixels keep finite gradients
+_OD_FLOOR = 1.0 / 255.0
+#: side of the local mean removed from the nuclear map (about three nucleus diameters at 20x)
+NUCLEAR_BACKGROUND_WINDOW = 31
+#: nuclear contrast at which the nuclear map saturates (a pale blue nucleus is about 0.03-0.06)
+NUCLEAR_SATURATION = 0.03
+#: soft threshold of a DAB-positive pixel: DAB above its local mean by DAB_POSITIVE (width DAB_SOFTNESS)
+DAB_POSITIVE, DAB_SOFTNESS = 0.05, 0.01
+
+
+def stain_amounts(images: tf.Tensor) -> tf.Tensor:
+    """Differentiable ``rgb2hed``: [-1, 1] RGB ``(B, H, W, 3)`` -> H, E, DAB amounts (not clipped at 0)."""
+    rgb = tf.maximum(to_unit_range(images), _OD_FLOOR)
+    optical_density = tf.math.log(rgb) / np.log(1e-6)
+    return tf.einsum("bhwc,cs->bhws", optical_density, tf.constant(HED_FROM_RGB))
+
+
+def _local_contrast(channel: tf.Tensor, window: int) -> tf.Tensor:
+    return channel - tf.nn.avg_pool2d(channel, ksize=window, strides=1, padding="SAME")
+
+
+def nuclear_map(images: tf.Tensor, window: int = NUCLEAR_BACKGROUND_WINDOW) -> tf.Tensor:
+    """Where the nuclei are, in any stain: tanh of the local contrast of hematoxylin + DAB, ``(B, H, W, 1)``."""
+    amounts = stain_amounts(images)
+    nuclear = amounts[..., 0:1] + amounts[..., 2:3]
+    return tf.tanh(_local_contrast(nuclear, window) / NUCLEAR_SATURATION)
+
+
+def _pearson_per_example(a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
+    a = tf.reshape(a, [tf.shape(a)[0], -1])
+    b = tf.reshape(b, [tf.shape(b)[0], -1])
+    a = a - tf.reduce_mean(a, axis=1, keepdims=True)
+    b = b - tf.reduce_mean(b, axis=1, keepdims=True)
+    covariance = tf.reduce_mean(a * b, axis=1)
+    scale = tf.sqrt(tf.reduce_mean(tf.square(a), axis=1) * tf.reduce_mean(tf.square(b), axis=1) + 1e-12)
+    return covariance / scale
+
+
+def nuclear_structure_loss(source: tf.Tensor, translated: tf.Tensor) -> tf.Tensor:
+    """``1 - r`` per example between the nuclear maps of a source tile and its translation, in [0, 2]."""
+    return 1.0 - _pearson_per_example(nuclear_map(source), nuclear_map(translated))
+
+
+def brown_fraction(images: tf.Tensor, window: int = NUCLEAR_BACKGROUND_WINDOW) -> tf.Tensor:
+    """Soft share of DAB-positive pixels of a batch (DAB above its local mean), a scalar in [0, 1]."""
+    dab = stain_amounts(images)[..., 2:3]
+    return tf.reduce_mean(tf.sigmoid((_local_contrast(dab, window) - DAB_POSITIVE) / DAB_SOFTNESS))
+
+
+def positivity_loss(real_ki67: tf.Tensor, fake_ki67: tf.Tensor) -> tf.Tensor:
+    """|brown share of the virtual Ki-67 batch - that of the real Ki-67 batch| (the real side is a target only)."""
+    return tf.abs(brown_fraction(fake_ki67) - tf.stop_gradient(brown_fraction(real_ki67)))
 
 
 def psnr(a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:

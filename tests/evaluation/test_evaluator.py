@@ -216,3 +216,22 @@ def test_pairs_of_different_sizes_are_a_clear_error_naming_both_files(tmp_path, 
     assert f"{tmp_path / 'pairs' / 'he' / 'a.png'} is 40x40 px" in error
     assert f"{tmp_path / 'pairs' / 'ki67' / 'a.png'} is 48x48 px" in error
     assert "Traceback" not in error and len(error.splitlines()) <= 3
+
+
+@pytest.mark.slow
+def test_pathology_consistency_is_reported_and_the_true_ki67_passes_it(evaluation):
+    rows = {(row.model, row.metric): row for row in _rows(evaluation) if row.tile_set == "pairs"}
+    for metric in ("nuclei_f1", "glass_kept", "eosin_ratio", "dab_outside_nuclei", "virtual_index_he_nuclei",
+                   "index_difference"):
+        assert ("improved", f"pooled_{metric}") in rows, metric
+    # the "virtual" copy is the real Ki-67 of the same layout: its nuclei are the H&E's, its index the reference's
+    assert rows[("copy", "pooled_nuclei_f1")].mean >= 0.7
+    assert rows[("copy", "pooled_eosin_ratio")].mean < 0.1
+    assert abs(rows[("copy", "pooled_index_difference")].mean) < 0.1
+    assert rows[("copy", "pooled_nuclei_f1")].note == "flags: none"
+    with open(evaluation / "per_tile.csv") as handle:
+        per_tile = [row for row in csv.DictReader(handle) if row["model"] == "copy" and row["metric"] == "nuclei_f1"]
+    assert len(per_tile) == 5
+    summary = (evaluation / "summary.md").read_text()
+    assert "## Pathology consistency" in summary and "not a diagnosis" in summary
+    assert "**copy**, pairs: pathology-consistent" in summary

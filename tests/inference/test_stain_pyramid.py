@@ -5,13 +5,14 @@ import keras
 import numpy as np
 import openslide
 import pytest
+import tifffile
 import tiffslide
 
 from virtual_ihc.data.synthetic import make_layout, render_he
 from virtual_ihc.slides.synthetic_slides import write_image_as_slide
 from virtual_ihc.export import export_saved_model
 from virtual_ihc.inference.model import StainModel
-from virtual_ihc.inference.pyramid import RawImage, reduce_by_two
+from virtual_ihc.inference.pyramid import (TIFF_TILE, StreamedPyramid, TiffPyramidWriter, halve, level_shapes)
 from virtual_ihc.inference.stitching import StitchOptions
 from virtual_ihc.inference.whole_slide import StainOptions, partial_dir, stain_file
 
@@ -39,23 +40,69 @@ def stained(slide, identity_model, tmp_path_factory):
     return stain_file(slide[0], output, identity_model, options)
 
 
-def test_raw_image_round_trips_rows(tmp_path):
-    raw = RawImage(tmp_path / "x.raw", 10, 7, create=True)
-    rows = np.random.default_rng(0).integers(0, 256, (4, 7, 3), dtype=np.uint8)
-    raw.write_rows(3, rows)
-    np.testing.assert_array_equal(RawImage(tmp_path / "x.raw", 10, 7).read_rows(3, 7), rows)
-    assert np.all(raw.read_rows(0, 3) == 0)
-    with pytest.raises(ValueError, match="do not fit"):
-        raw.write_rows(8, rows)
-
-
-def test_reduce_by_two_is_2x2_area_average(tmp_path):
+def test_halve_is_the_2x2_area_average():
     image = np.random.default_rng(1).integers(0, 256, (9, 12, 3), dtype=np.uint8)
-    raw = RawImage(tmp_path / "x.raw", 9, 12, create=True)
-    raw.write_rows(0, image)
-    reduced = reduce_by_two(raw, tmp_path / "y.raw").read_rows(0, 4)
     expected = image[:8].reshape(4, 2, 6, 2, 3).astype(float).mean(axis=(1, 3))
-    assert np.abs(reduced - expected).max() <= 0.5 + 1e-9
+    assert np.abs(halve(image) - expected).max() <= 0.5 + 1e-9
+
+
+def stream(image, path, bands, compression="deflate", mpp=0.5):
+    """Write ``image`` through a :class:`StreamedPyramid`, in bands of the given heights (cycled)."""
+    pyramid = StreamedPyramid(TiffPyramidWriter(path, level_shapes(*image.shape[:2]), compression, mpp))
+    y, index = 0, 0
+    while y < len(image):
+        pyramid.add_rows(image[y:y + bands[index % len(bands)]])
+        y, index = y + bands[index % len(bands)], index + 1
+    return pyramid.finish()
+
+
+@pytest.mark.parametrize("bands", [[1000], [448], [100, 37, 300], [7]])
+def test_streamed_pyramid_equals_the_image_and_its_halvings_whatever_the_bands(tmp_path, bands):
+    image = np.random.default_rng(2).integers(0, 256, (1031, 777, 3), dtype=np.uint8)
+    path = stream(image, tmp_path / "out.tif", bands)
+    with tifffile.TiffFile(path) as tif:
+        levels = [page.asarray() for page in tif.pages]
+        assert tif.is_bigtiff and [page.tilewidth for page in tif.pages] == [TIFF_TILE] * len(levels)
+    expected = [image]
+    for _ in level_shapes(*image.shape[:2])[1:]:
+        expected.append(halve(expected[-1]))
+    assert [level.shape[:2] for level in levels] == level_shapes(1031, 777) == [(1031, 777), (515, 388)]
+    for level, reference in zip(levels, expected, strict=True):
+        np.testing.assert_array_equal(level, reference)
+
+
+def test_streamed_jpeg_tiles_decode_like_tifffiles_own(tmp_path):
+    image = render_he(make_layout(np.random.default_rng(4), (600, 530)), np.random.default_rng(4))
+    ours = stream(image, tmp_path / "ours.tif", [300], compression="jpeg")
+    theirs = write_image_as_slide(tmp_path / "theirs.tif", image, mpp=0.5)  # tifffile, JPEG
+    with openslide.OpenSlide(str(ours)) as a, openslide.OpenSlide(str(theirs)) as b:
+        assert a.level_dimensions == b.level_dimensions
+        np.testing.assert_array_equal(np.asarray(a.read_region((0, 0), 0, a.dimensions)),
+                                      np.asarray(b.read_region((0, 0), 0, b.dimensions)))
+
+
+def test_a_writer_continued_from_its_state_drops_later_tiles_and_finishes(tmp_path):
+    image = np.random.default_rng(3).integers(0, 256, (700, 600, 3), dtype=np.uint8)
+    path = tmp_path / "out.tif"
+    pyramid = StreamedPyramid(TiffPyramidWriter(path, level_shapes(700, 600), "deflate", None))
+    pyramid.add_rows(image[:300])
+    state = {key: np.array(value) for key, value in pyramid.state().items()}
+    pyramid.add_rows(image[300:600])  # work lost in a crash: written after the state was taken
+    pyramid.writer.close()
+    resumed = StreamedPyramid(TiffPyramidWriter(path, level_shapes(700, 600), "deflate", None, state), state)
+    resumed.add_rows(image[300:])
+    resumed.finish()
+    np.testing.assert_array_equal(tifffile.imread(path), image)
+    assert path.stat().st_size < 1.1 * stream(image, tmp_path / "reference.tif", [700]).stat().st_size
+
+
+def test_rows_past_the_level_height_are_an_error(tmp_path):
+    pyramid = StreamedPyramid(TiffPyramidWriter(tmp_path / "out.tif", [(300, 300)], "deflate", None))
+    with pytest.raises(ValueError, match="do not continue level 0"):
+        pyramid.add_rows(np.zeros((301, 300, 3), np.uint8))
+    pyramid.add_rows(np.zeros((299, 300, 3), np.uint8))
+    with pytest.raises(ValueError, match="got 299 of its 300 rows"):
+        pyramid.finish()
 
 
 def test_openslide_opens_output_with_input_size_and_mpp(slide, stained):

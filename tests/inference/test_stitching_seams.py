@@ -90,4 +90,6 @@ def test_blended_stitching_has_no_visible_seams(seam_scores):
 
 @pytest.mark.slow
 def test_naive_tiling_shows_seams(seam_scores):
-    assert seam_scores["naive"] > 1.5 > seam_scores["whole_on_naive_lines"]
+    # above the 1.10 that counts as "no visible seams" (the blended target), where the whole-image
+    # output scored on the same lines stays below it
+    assert seam_scores["naive"] > 1.10 > seam_scores["whole_on_naive_lines"]

@@ -1,18 +1,30 @@
 """Learning test: a tiny model trained on the procedural sample data really learns.
 
-Two measurable effects, each with a margin:
+The run uses the recipe for real tissue (``--profile real``: least-squares GAN, identity
+loss), as the sample data look like real tissue: with the paper's losses a model this
+small inverts them (nuclei white, tissue dark), as it does real slides. Measurable
+effects, each with a margin:
 
 1. the L1 cycle loss of the last epoch is well below that of the first epoch;
 2. the virtual Ki-67 moves toward the Ki-67 domain in colour: the mean stain
    amounts (hematoxylin, eosin, DAB by colour deconvolution) of virtual Ki-67
-   tiles are much closer to those of real Ki-67 tiles than the H&E inputs were.
+   tiles are closer to those of real Ki-67 tiles than the H&E inputs were, and the
+   eosin is gone.
+
+The colour margin is smaller than it was for the cartoon-like sample data of version 1:
+``rgb2hed`` reads real eosin partly as DAB and real IHC has a faint DAB background, so
+H&E and Ki-67 differ less in these means, and they differ mostly by the brown of the
+positive nuclei, which a model this small does not yet draw after 96 steps. Even the
+ideal re-stain of the H&E inputs (``restain_he_as_ki67``: hematoxylin kept, eosin
+dropped, DAB on 30 % of the nuclei) only reaches 0.66 of the initial distance.
 """
 
 import numpy as np
 import pytest
 
-from virtual_ihc.histology.stains import stain_concentrations
+from virtual_ihc.config import PROFILES
 from virtual_ihc.data.synthetic import sample_tiles
+from virtual_ihc.histology.stains import stain_concentrations
 from virtual_ihc.export import uint8_to_unit, unit_to_uint8
 from virtual_ihc.training.trainer import load_generators, run_training
 
@@ -23,7 +35,9 @@ LEARNING_RUN = dict(
     discriminator={"base_filters": 16, "num_layers": 2},
     data={"sample_train_tiles": 48, "sample_val_tiles": 4, "sample_tile_size": 40, "tile_size": 40,
           "crop_size": 32},
-    train={"epochs": 8, "steps_per_epoch": 12, "batch_size": 4, "export": False, "lr_schedule": "constant"},
+    train={"epochs": 8, "steps_per_epoch": 12, "batch_size": 4, "export": False, "lr_schedule": "constant",
+           "learning_rate": 1e-3},
+    loss=dict(PROFILES["real"]["loss"]),
 )
 
 
@@ -51,6 +65,7 @@ def test_tiny_model_learns_the_cycle_and_the_ki67_colours(tmp_path, precision):
     after = np.linalg.norm(mean_stains(virtual_ki67) - mean_stains(ki67))
     print(f"\n[{precision}] cycle L1 first/last epoch {cycle[0]:.3f} -> {cycle[-1]:.3f}; "
           f"stain distance to Ki-67: H&E {before:.4f} -> virtual {after:.4f}")
-    assert after < 0.5 * before, (f"stain distance to real Ki-67: H&E input {before:.4f}, virtual {after:.4f}; "
-                                  f"H,E,DAB he={mean_stains(he)}, virtual={mean_stains(virtual_ki67)}, "
-                                  f"ki67={mean_stains(ki67)}")
+    assert after < 0.75 * before, (f"stain distance to real Ki-67: H&E input {before:.4f}, virtual {after:.4f}; "
+                                   f"H,E,DAB he={mean_stains(he)}, virtual={mean_stains(virtual_ki67)}, "
+                                   f"ki67={mean_stains(ki67)}")
+    assert mean_stains(virtual_ki67)[1] < 0.25 * mean_stains(he)[1]  # eosin gone (the guard's eosin_left limit)

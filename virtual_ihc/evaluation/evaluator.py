@@ -23,10 +23,13 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from virtual_ihc.evaluation.consistency import (ConsistencyOptions, ConsistencySummary, Reference, glass_mask,
+                                                stain_statistics, summarize, tile_consistency)
 from virtual_ihc.evaluation.distribution import (INCEPTION_SIZE, KID_SUBSET_SIZE, KID_SUBSETS, InceptionFeatures,
                                                  fid_warning, frechet_distance, kernel_inception_distance)
 from virtual_ihc.evaluation.image_metrics import image_metrics
-from virtual_ihc.histology.ki67_index import IndexOptions, TileIndex, slide_indices, tile_index
+from virtual_ihc.histology.ki67_index import TileIndex, slide_indices, tile_index
+from virtual_ihc.histology.nuclei import NucleusOptions
 from virtual_ihc.evaluation.models import ModelEntry, Translator
 from virtual_ihc.evaluation.phash import PHASH_LAYER, PHASH_THRESHOLD, PerceptualHash, phash_scores
 from virtual_ihc.evaluation.tiles import (EvaluationInputError, TileFolder, batches, check_pairs, index_tiles,
@@ -60,7 +63,8 @@ class EvaluationOptions:
     fid_image_size: int = INCEPTION_SIZE
     kid_subset_size: int = KID_SUBSET_SIZE
     kid_subsets: int = KID_SUBSETS
-    index: IndexOptions = dataclasses.field(default_factory=IndexOptions)
+    nuclei: NucleusOptions = dataclasses.field(default_factory=NucleusOptions)
+    consistency: ConsistencyOptions = dataclasses.field(default_factory=ConsistencyOptions)
     progress: bool = True
     seed: int = 0
 
@@ -105,6 +109,7 @@ class ModelResult:
     rows: list[MetricRow]
     tiles: list[TileValue]
     examples: dict[str, np.ndarray]
+    consistency: dict[str, ConsistencySummary] = dataclasses.field(default_factory=dict)  # tile set -> summary
 
 
 def resolve_data(he_dir: str | Path | None = None, ki67_dir: str | Path | None = None,
@@ -181,6 +186,7 @@ class Evaluator:
         self._real_index: dict[tuple[Path, str], TileIndex] = {}
         self._real_means: dict[tuple[Path, str], np.ndarray] = {}
         self._real_features: np.ndarray | None = None
+        self._reference: Reference | None = None
 
     def _progress(self, iterable, description: str, total: int):
         return tqdm(iterable, desc=description, total=total, unit="batch", disable=not self.options.progress,
@@ -193,7 +199,7 @@ class Evaluator:
     def real_index(self, folder: TileFolder, name: str, image: np.ndarray | None = None) -> TileIndex:
         key = (folder.root, name)
         if key not in self._real_index:
-            self._real_index[key] = tile_index(folder.read(name) if image is None else image, self.options.index)
+            self._real_index[key] = tile_index(folder.read(name) if image is None else image, self.options.nuclei)
         return self._real_index[key]
 
     def real_features(self) -> np.ndarray:
@@ -202,6 +208,16 @@ class Evaluator:
             chunks = [self.inception(images) for _, images in self._batches(self.data.ki67, "real Ki-67 features")]
             self._real_features = np.concatenate(chunks)
         return self._real_features
+
+    def reference(self) -> Reference | None:
+        """Index and stain statistics of the real Ki-67 set (the positivity reference), computed once."""
+        if self._reference is None and self.data.ki67 is not None:
+            folder = self.data.ki67
+            tiles = [self.real_index(folder, name) for name in folder.names]
+            nuclei = sum(tile.nuclei for tile in tiles)
+            stains = stain_statistics((folder.read(name) for name in folder.names), self.options.consistency)
+            self._reference = Reference(index=pooled_index(tiles), nuclei=nuclei, tiles=len(tiles), stains=stains)
+        return self._reference
 
     def real_rows(self) -> list[MetricRow]:
         """The labelling index of the real Ki-67 set (pooled, and mean +- std per tile)."""
@@ -221,9 +237,10 @@ class Evaluator:
         values: dict[tuple[str, str], dict[str, float]] = {}
         rows: list[MetricRow] = []
         examples: dict[str, np.ndarray] = {}
+        consistency: dict[str, ConsistencySummary] = {}
         for position, (set_name, (he, reference)) in enumerate(self.data.he_sets.items()):
             rows += self._evaluate_he_set(entry, translator, set_name, he, reference, values,
-                                          examples if position == 0 else None)
+                                          examples if position == 0 else None, consistency)
         if self.data.ki67 is not None and translator.ki67_to_he is not None:
             self._evaluate_ki67_cycle(entry, translator, values)
         tiles = [TileValue(entry.name, entry.epoch, set_name, tile, metric, value)
@@ -234,16 +251,20 @@ class Evaluator:
             rows.append(MetricRow(entry.name, entry.variant, entry.epoch, set_name, metric,
                                   float(finite.mean()) if len(finite) else float("nan"),
                                   float(finite.std()) if len(finite) else float("nan"), len(finite)))
-        return ModelResult(entry, rows, tiles, examples)
+        return ModelResult(entry, rows, tiles, examples, consistency)
 
     def _evaluate_he_set(self, entry: ModelEntry, translator: Translator, set_name: str, he: TileFolder,
-                         reference: TileFolder | None, values: dict, examples: dict | None) -> list[MetricRow]:
-        """Cycle, paired and index metrics on one H&E set; returns its set-level rows (FID, KID, r).
+                         reference: TileFolder | None, values: dict, examples: dict | None,
+                         consistency: dict) -> list[MetricRow]:
+        """Cycle, paired, index and pathology-consistency metrics on one H&E set; returns its set-level rows.
 
-        Per-tile values go into ``values``; the first tile's images into ``examples`` (unless ``None``).
+        Per-tile values go into ``values``; the first tile's images into ``examples`` (unless ``None``);
+        the pooled pathology-consistency summary into ``consistency[set_name]``.
         """
         virtual_index: dict[str, TileIndex] = {}
         features = []
+        measured = []
+        tissue_masks, virtual_tiles = [], []
         for names, he_images in self._batches(he, f"{entry.name} {set_name}"):
             virtual = translator.he_to_ki67(names, he_images)
             reconstructed = real = None
@@ -263,14 +284,36 @@ class Evaluator:
                 if real is not None:
                     examples["reference_ki67"] = real[0]
             for name, image in zip(names, virtual):
-                virtual_index[name] = tile_index(image, self.options.index)
+                virtual_index[name] = tile_index(image, self.options.nuclei)
             record(values, set_name, "ki67_index", names, [virtual_index[name].index for name in names])
+            batch = [tile_consistency(he_image, virtual_image, self.options.consistency)
+                     for he_image, virtual_image in zip(he_images, virtual)]
+            measured += batch
+            for metric in batch[0].values():
+                record(values, set_name, metric, names, [tile.values()[metric] for tile in batch])
+            options = self.options.consistency
+            tissue_masks += [~glass_mask(image, options.glass_min_brightness, options.glass_max_saturation)
+                             for image in he_images]
+            virtual_tiles += list(virtual)
             if self.inception is not None:
                 features.append(self.inception(virtual))
         rows = self._index_rows(entry, set_name, he, reference, virtual_index, values)
+        rows += self._consistency_rows(entry, set_name, measured, virtual_tiles, tissue_masks, consistency)
         if features:
             rows += self._distribution_rows(entry, set_name, np.concatenate(features))
         return rows
+
+    def _consistency_rows(self, entry: ModelEntry, set_name: str, measured: list, virtual_tiles: list,
+                          tissue_masks: list, consistency: dict) -> list[MetricRow]:
+        """Pooled pathology-consistency measures of a set (rows ``pooled_<measure>``), flags and verdict."""
+        reference = self.reference()
+        stains = (stain_statistics(virtual_tiles, self.options.consistency, tissue_masks)
+                  if reference is not None else None)
+        summary = summarize(measured, reference, stains, self.options.consistency.thresholds)
+        consistency[set_name] = summary
+        note = f"flags: {', '.join(summary.flags) or 'none'}"
+        return [set_row(entry, set_name, f"pooled_{name}", value, len(measured), note=note)
+                for name, value in summary.values.items()]
 
     def _phash(self, reference: TileFolder, names: list[str], real: np.ndarray, virtual: np.ndarray) -> np.ndarray:
         """P-hash scores of a batch; the real tiles' channel means are computed once per tile."""

@@ -24,6 +24,12 @@ SUMMARY_COLUMNS = (
     ("Ki-67 index", "ki67_index", ("he", "pairs", "ki67"), ".3f"),
     ("index abs. error", "ki67_index_abs_error", ("pairs", "he"), ".3f"),
     ("index r", "ki67_index_pearson_r", ("pairs", "he"), ".3f"),
+    ("nuclei F1", "pooled_nuclei_f1", ("he", "pairs"), ".3f"),
+    ("glass kept", "pooled_glass_kept", ("he", "pairs"), ".3f"),
+    ("eosin ratio", "pooled_eosin_ratio", ("he", "pairs"), ".3f"),
+    ("DAB outside nuclei", "pooled_dab_outside_nuclei", ("he", "pairs"), ".3f"),
+    ("virtual index (H&E nuclei)", "pooled_virtual_index_he_nuclei", ("he", "pairs"), ".3f"),
+    ("index − reference", "pooled_index_difference", ("he", "pairs"), "+.3f"),
 )
 
 
@@ -68,7 +74,7 @@ def final_rows(rows: list[MetricRow]) -> list[MetricRow]:
 def _format(row: MetricRow | None, spec: str) -> str:
     if row is None or math.isnan(row.mean):
         return "–"
-    if row.metric == "fid" or row.metric.endswith("_pearson_r"):
+    if row.metric == "fid" or row.metric.endswith("_pearson_r") or row.metric.startswith("pooled_"):
         return format(row.mean, spec)
     return f"{format(row.mean, spec)} ± {format(row.std, spec)}"
 
@@ -94,8 +100,16 @@ def summary_table(rows: list[MetricRow]) -> str:
     return "\n".join(lines)
 
 
-def write_summary(path: str | Path, rows: list[MetricRow], notes: list[str], figures: list[Path]) -> Path:
-    """``summary.md``: the table, the sample counts and the notes (weights, warnings), and the figures."""
+def consistency_lines(results: list[ModelResult]) -> list[str]:
+    """One verdict per model and H&E tile set (pass/fail, flags, the positivity caveat)."""
+    return [f"**{result.entry.name}**" + (f" (epoch {result.entry.epoch})" if result.entry.epoch is not None else "")
+            + f", {set_name}: {summary.verdict()}"
+            for result in results for set_name, summary in result.consistency.items()]
+
+
+def write_summary(path: str | Path, rows: list[MetricRow], notes: list[str], figures: list[Path],
+                  consistency: list[str] | None = None) -> Path:
+    """``summary.md``: the table, the sample counts, the pathology-consistency verdicts, the notes and the figures."""
     path = Path(path)
     counts: dict[str, int] = {}
     for row in final_rows(rows):
@@ -105,6 +119,11 @@ def write_summary(path: str | Path, rows: list[MetricRow], notes: list[str], fig
             "correlation over tiles). Last evaluated epoch of each run; every epoch is in metrics.csv.", "",
             summary_table(rows), "",
             "Tiles per set: " + ", ".join(f"{tile_set}: {n}" for tile_set, n in sorted(counts.items())), ""]
+    if consistency:
+        text += ["## Pathology consistency", "",
+                 "Nuclei F1 (nuclei of the H&E found again in the virtual Ki-67), glass kept, eosin ratio, DAB "
+                 "outside nuclei and the virtual index counted over the H&E's nuclei, pooled over the tiles; "
+                 "flags and thresholds in docs/evaluation.md.", ""] + [f"- {line}" for line in consistency] + [""]
     text += ["## Notes", ""] + [f"- {note}" for note in notes] + [""]
     if figures:
         text += ["## Figures", ""] + [f"![{figure.stem}]({figure.name})" for figure in figures] + [""]
@@ -132,5 +151,9 @@ def write_evaluation(results: list[ModelResult], real_rows: list[MetricRow], not
         "comparison": plot_comparison(results, out_dir / "fig_comparison.png"),
     }
     figures = [outputs[name] for name in ("metrics_vs_epoch", "residuals", "comparison")]
-    outputs["summary"] = write_summary(out_dir / "summary.md", rows, notes, figures)
+    last_epoch = {}
+    for result in results:
+        last_epoch[result.entry.name] = result  # results come in epoch order: keep each model's last
+    outputs["summary"] = write_summary(out_dir / "summary.md", rows, notes, figures,
+                                       consistency_lines(list(last_epoch.values())))
     return outputs

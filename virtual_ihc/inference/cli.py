@@ -13,6 +13,12 @@ TIFFs become ``OUTPUT/<stem>.tif``, other images ``OUTPUT/<stem>.png``::
 
     virtual-ihc stain slides/ virtual_ki67/ --model runs/NAME --resume
 
+A folder on a Dask cluster, one slide per task (a local cluster of 4 worker
+processes, or the workers of an existing scheduler; a table of slides at the end)::
+
+    virtual-ihc stain slides/ virtual_ki67/ --model runs/NAME --resume --workers 4
+    virtual-ihc stain slides/ virtual_ki67/ --model runs/NAME --resume --scheduler tcp://host:8786
+
 Every default comes from :class:`~virtual_ihc.inference.stitching.StitchOptions`
 and :class:`~virtual_ihc.inference.whole_slide.StainOptions`.
 """
@@ -22,15 +28,17 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import time
 from pathlib import Path
 
 from tqdm import tqdm
 
+from virtual_ihc.export import PRECISIONS
 from virtual_ihc.data.io import (IMAGE_EXTENSIONS, TIFF_EXTENSIONS, ImageReadError, read_image_rgb,
                                 remove_orphaned_temporaries)
 from virtual_ihc.slides.reader import SlideMetadataError
 from virtual_ihc.histology.normalization import METHODS, StainNormalizer
-from virtual_ihc.inference.model import DEFAULT_DIRECTION, ModelNotFoundError, StainModel
+from virtual_ihc.inference.model import DEFAULT_DIRECTION, ModelNotFoundError, StainModel, resolve_model
 from virtual_ihc.inference.pyramid import COMPRESSIONS
 from virtual_ihc.inference.stitching import StitchOptions
 from virtual_ihc.inference.whole_slide import StainOptions, StainResult, stain_file
@@ -89,6 +97,17 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--normalizer", type=Path,
                         help="saved normaliser JSON (e.g. the tiler's stain_normalization.json), "
                              "instead of --normalize/--target")
+    cluster = parser.add_mutually_exclusive_group()
+    cluster.add_argument("--workers", type=int,
+                         help="stain on a local Dask cluster of N worker processes, one slide per task "
+                              "(default: in this process, one slide after another)")
+    cluster.add_argument("--scheduler",
+                         help="stain on the Dask cluster of this scheduler (e.g. tcp://host:8786), one slide per "
+                              "task; inputs, outputs and the model must be at the same paths on its workers")
+    parser.add_argument("--precision", choices=sorted(PRECISIONS),
+                        help="compute in this precision (default: the export's); bfloat16 is faster on CPUs with "
+                             "AVX512-BF16/AMX and recent GPUs; with a float32 export it rebuilds the run's .keras "
+                             "generator beside the export")
 
 
 def options_from_args(args: argparse.Namespace) -> StainOptions:
@@ -144,16 +163,23 @@ def format_result(result: StainResult) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    distributed = args.workers is not None or args.scheduler is not None
     try:
         options = options_from_args(args)
         normalizer = normalizer_from_args(args)
         jobs = plan_jobs(args.input, args.output)
         for folder in sorted({output.parent for _, output in jobs}):  # left by a killed earlier run
             remove_orphaned_temporaries(folder, recursive=False)
-        model = StainModel(args.model, args.direction)
+        if args.workers is not None and args.workers < 1:
+            raise ValueError(f"--workers must be at least 1, got {args.workers}")
+        # on a cluster the workers load the model; here it is only checked that it exists
+        model = (resolve_model(args.model, args.direction, args.precision)[0] if distributed
+                 else StainModel(args.model, args.direction, args.precision))
     except (ValueError, FileNotFoundError, NotADirectoryError, ModelNotFoundError, ImageReadError) as error:
         print(f"virtual-ihc stain: error: {error}", file=sys.stderr)
         return 2
+    if distributed:
+        return run_distributed(args, jobs, model, options, normalizer)
     failures = 0
     for input_path, output_path in jobs:
         with tqdm(desc=input_path.name, unit="row", leave=False, disable=None) as bar:
@@ -174,3 +200,21 @@ def run(args: argparse.Namespace) -> int:
         print(format_result(result))
     print(f"stained {len(jobs) - failures} of {len(jobs)} input(s)" + (f", {failures} failed" if failures else ""))
     return 1 if failures else 0
+
+
+def run_distributed(args: argparse.Namespace, jobs: list[tuple[Path, Path]], model_path: Path,
+                    options: StainOptions, normalizer: StainNormalizer | None) -> int:
+    """``--workers`` / ``--scheduler``: one task per slide on Dask, then the table of slides."""
+    from virtual_ihc.inference.distributed import format_table, run_on_cluster
+
+    logging.getLogger("distributed").setLevel(logging.WARNING)  # Dask's start-up and connection chatter
+    started = time.perf_counter()
+    try:
+        reports = run_on_cluster(jobs, model_path, args.direction, options, normalizer, args.precision,
+                                 workers=args.workers, scheduler=args.scheduler)
+    except KeyboardInterrupt:
+        print("interrupted: rerun with --resume to continue the unfinished slides where they stopped",
+              file=sys.stderr)
+        return 130
+    print(format_table(reports, time.perf_counter() - started))
+    return 1 if any(report.failed for report in reports) else 0

@@ -1,110 +1,257 @@
-"""Streaming a stained slide to a pyramidal tiled TIFF through raw scratch files.
+"""Streaming a stained slide into a pyramidal tiled TIFF as its rows are finished.
 
-Level 0 is stitched band by band into a raw ``uint8`` file (row-major
-``height x width x 3``, written with ``os.pwrite``: unlike a memory map, the
-pages written do not count in the process's memory). When all rows are done,
-each reduced level is made from the one above by 2 x 2 area averaging, a band
-at a time, into its own raw file, and
-:func:`~virtual_ihc.slides.synthetic_slides.write_pyramidal_tiff` streams the
-levels tile by tile into the TIFF (one top-level directory per level, the
-layout OpenSlide's generic-TIFF reader and tiffslide both open). Memory: a band
-of ``tile_size`` rows of one level; disk: 4/3 of the raw level 0.
+:class:`StreamedPyramid` receives the finished rows of level 0 top to bottom
+(in bands of any height). Whenever a level has a full row of TIFF tiles
+(:data:`TIFF_TILE` rows), the tiles are compressed and appended to the file,
+and the rows, halved by 2 x 2 area averaging, go on to the next level, which
+does the same. So every level is written while the slide is being stained,
+and the pixels waiting for their tile row are at most :data:`TIFF_TILE` rows a
+level: memory and the resume state stay a band, whatever the slide's height,
+and nothing is stored twice on disk.
+
+:class:`TiffPyramidWriter` writes the container: a BigTIFF whose tile data of
+all levels is interleaved in the order it was produced (TIFF readers follow
+each tile's offset, so the order does not matter), and whose directories, one
+top-level directory per level with the tags ``write_pyramidal_tiff`` writes
+(the layout OpenSlide's generic-TIFF reader and tiffslide open), are appended
+when the last tile is in. Its :meth:`~TiffPyramidWriter.state` (file length
+and tile tables) and the pyramid's pending rows are what a resumed run needs:
+the file is cut back to the recorded length and writing goes on.
 """
 
 from __future__ import annotations
 
 import os
+import struct
+import zlib
+from fractions import Fraction
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from virtual_ihc.slides.synthetic_slides import pyramid_downsamples, write_pyramidal_tiff
+from virtual_ihc.slides.synthetic_slides import pyramid_downsamples
 
 #: TIFF tile side of the output
 TIFF_TILE = 256
 #: reduced levels stop before their short side falls under this
 MIN_LEVEL_SIDE = 256
-#: rows per band when reducing a level
-REDUCE_BAND = 256
-COMPRESSIONS = {"jpeg": "jpeg", "deflate": "zlib"}
+#: --compression -> TIFF Compression tag (7: JPEG, 8: Adobe deflate)
+COMPRESSIONS = {"jpeg": 7, "deflate": 8}
+#: deflate level of lossless tiles
+DEFLATE_LEVEL = 6
+WHITE = 255
+
+# TIFF field types: code, struct format of one value
+_SHORT, _LONG, _RATIONAL, _ASCII, _LONG8 = (3, "H"), (4, "I"), (5, "II"), (2, "s"), (16, "Q")
+_BIGTIFF_HEADER = struct.Struct("<2sHHHQ")  # byte order, 43, offset size 8, 0, first IFD offset
 
 
-class RawImage:
-    """A ``uint8`` RGB image of ``height x width`` stored row-major in a file, read and written by rows."""
-
-    def __init__(self, path: str | os.PathLike, height: int, width: int, create: bool = False):
-        self.path, self.height, self.width = Path(path), height, width
-        self._row_bytes = width * 3
-        if create:
-            with open(self.path, "wb") as handle:
-                handle.truncate(height * self._row_bytes)  # sparse: no disk used until written
-        elif self.path.stat().st_size != height * self._row_bytes:
-            raise ValueError(f"{self.path}: size does not match a {width}x{height} RGB image")
-
-    def write_rows(self, y: int, rows: np.ndarray) -> None:
-        """Store ``uint8 (n, width, 3)`` at rows ``[y, y + n)``."""
-        if rows.shape[1:] != (self.width, 3) or y + len(rows) > self.height:
-            raise ValueError(f"rows {rows.shape} at y={y} do not fit a {self.width}x{self.height} image")
-        with open(self.path, "r+b") as handle:
-            os.pwrite(handle.fileno(), np.ascontiguousarray(rows, np.uint8).tobytes(), y * self._row_bytes)
-
-    def read_rows(self, y0: int, y1: int) -> np.ndarray:
-        """``uint8 (y1 - y0, width, 3)`` (``y1`` clipped to the height)."""
-        y1 = min(y1, self.height)
-        with open(self.path, "rb") as handle:
-            data = os.pread(handle.fileno(), (y1 - y0) * self._row_bytes, y0 * self._row_bytes)
-        return np.frombuffer(data, np.uint8).reshape(y1 - y0, self.width, 3)
+def level_shapes(height: int, width: int) -> list[tuple[int, int]]:
+    """``(height, width)`` of every pyramid level: level 0, then halves while the short side stays >= 256."""
+    return [(height // downsample, width // downsample)
+            for downsample in pyramid_downsamples(height, width, MIN_LEVEL_SIDE)]
 
 
-def reduce_by_two(source: RawImage, path: str | os.PathLike) -> RawImage:
-    """The next pyramid level: ``height // 2 x width // 2``, each pixel the mean of a 2 x 2 block."""
-    target = RawImage(path, source.height // 2, source.width // 2, create=True)
-    for y in range(0, target.height, REDUCE_BAND):
-        rows = min(REDUCE_BAND, target.height - y)
-        band = source.read_rows(2 * y, 2 * (y + rows))[:, :2 * target.width]
-        target.write_rows(y, cv2.resize(band, (target.width, rows), interpolation=cv2.INTER_AREA))
-    return target
+def halve(rows: np.ndarray) -> np.ndarray:
+    """``uint8 (n, w, 3)`` -> ``(n // 2, w // 2, 3)``: each pixel the rounded mean of a 2 x 2 block."""
+    height, width = len(rows) // 2, rows.shape[1] // 2
+    if height == 0:
+        return np.empty((0, width, 3), np.uint8)
+    return cv2.resize(np.ascontiguousarray(rows[:2 * height, :2 * width]), (width, height),
+                      interpolation=cv2.INTER_AREA)
 
 
-class _BandRenderer:
-    """A ``TileRenderer`` over raw level files, caching the band of rows last asked for."""
+def encode_tile(tile: np.ndarray, compression: str) -> bytes:
+    """A ``uint8`` RGB tile as TIFF tile data, encoded as tifffile encodes it.
 
-    def __init__(self, levels: dict[int, RawImage], tile_size: int):
-        self.levels, self.tile_size = levels, tile_size
-        self._key, self._band = None, None
+    JPEG: a JFIF stream in YCbCr with 2 x 2 chroma subsampling at libjpeg's
+    default quality; deflate: zlib of the raw RGB bytes.
+    """
+    if compression == "jpeg":
+        import imagecodecs
 
-    def __call__(self, downsample: int, y: int, x: int, height: int, width: int) -> np.ndarray:
-        band_start = y - y % self.tile_size
-        if self._key != (downsample, band_start):
-            self._key = (downsample, band_start)
-            self._band = self.levels[downsample].read_rows(band_start, band_start + self.tile_size)
-        offset = y - band_start
-        return self._band[offset:offset + height, x:x + width]
+        return imagecodecs.jpeg_encode(tile, colorspace="RGB", outcolorspace="YCBCR", subsampling=(2, 2))
+    if compression == "deflate":
+        return zlib.compress(np.ascontiguousarray(tile).tobytes(), DEFLATE_LEVEL)
+    raise ValueError(f"compression must be one of {sorted(COMPRESSIONS)}, got {compression!r}")
 
 
-def write_pyramid(level0: RawImage, path: str | os.PathLike, mpp: float | None,
-                  compression: str = "jpeg") -> Path:
-    """Write ``level0`` and its reductions as a pyramidal tiled TIFF at ``path``.
+def _resolution(pixels_per_cm: float) -> list[int]:
+    """A TIFF RATIONAL ``[numerator, denominator]`` close to ``pixels_per_cm``, both fitting 32 bits."""
+    fraction = Fraction(pixels_per_cm).limit_denominator(max(1, min(10_000, int(0xFFFFFFFF // (pixels_per_cm + 1)))))
+    return [fraction.numerator, fraction.denominator]
+
+
+class TiffPyramidWriter:
+    """A pyramidal tiled RGB BigTIFF written a tile at a time, the levels' tiles in any order.
 
     Args:
-        level0: the stained slide at processing resolution.
-        path: the TIFF to write (the caller renames it into place).
-        mpp: µm per level-0 pixel for the resolution tags (``None`` = none).
+        path: the file (created, or continued from ``state``).
+        shapes: ``(height, width)`` of each level, level 0 first (see :func:`level_shapes`).
         compression: ``"jpeg"`` or ``"deflate"``.
+        mpp: µm per level-0 pixel for the resolution tags (``None`` = none).
+        state: :meth:`state` of an earlier writer of the same file, to continue it.
     """
-    if compression not in COMPRESSIONS:
-        raise ValueError(f"compression must be one of {sorted(COMPRESSIONS)}, got {compression!r}")
-    levels = {1: level0}
-    scratch = []
-    try:
-        for downsample in pyramid_downsamples(level0.height, level0.width, MIN_LEVEL_SIDE)[1:]:
-            reduced_path = level0.path.with_name(f"{level0.path.stem}_x{downsample}.raw")
-            levels[downsample] = reduce_by_two(levels[downsample // 2], reduced_path)
-            scratch.append(reduced_path)
-        return write_pyramidal_tiff(path, (level0.height, level0.width), _BandRenderer(levels, TIFF_TILE),
-                                    mpp=mpp, tile_size=TIFF_TILE, min_level_side=MIN_LEVEL_SIDE,
-                                    compression=COMPRESSIONS[compression])
-    finally:
-        for reduced_path in scratch:
-            reduced_path.unlink(missing_ok=True)
+
+    def __init__(self, path: str | os.PathLike, shapes: list[tuple[int, int]], compression: str,
+                 mpp: float | None, state: dict | None = None):
+        if compression not in COMPRESSIONS:
+            raise ValueError(f"compression must be one of {sorted(COMPRESSIONS)}, got {compression!r}")
+        self.path, self.shapes, self.compression, self.mpp = Path(path), list(shapes), compression, mpp
+        self.grids = [(-(-height // TIFF_TILE), -(-width // TIFF_TILE)) for height, width in self.shapes]
+        if state is None:
+            self.offsets = [np.zeros(rows * cols, np.uint64) for rows, cols in self.grids]
+            self.bytecounts = [np.zeros(rows * cols, np.uint64) for rows, cols in self.grids]
+            self._file = open(self.path, "w+b")
+            self._file.write(_BIGTIFF_HEADER.pack(b"II", 43, 8, 0, 0))  # first IFD offset: set by finish()
+        else:
+            self.offsets = [np.array(state[f"offsets_{level}"], np.uint64) for level in range(len(self.shapes))]
+            self.bytecounts = [np.array(state[f"bytecounts_{level}"], np.uint64)
+                               for level in range(len(self.shapes))]
+            self._file = open(self.path, "r+b")
+            self._file.truncate(int(state["length"]))  # drops what was written after the state was taken
+            self._file.seek(0, os.SEEK_END)
+
+    def write_tile(self, level: int, row: int, col: int, data: bytes) -> None:
+        """Append the encoded tile ``(row, col)`` of ``level``."""
+        offset = self._file.seek(0, os.SEEK_END)
+        if offset % 2:  # TIFF data starts on a word boundary
+            offset = self._file.write(b"\0") + offset
+        self._file.write(data)
+        index = row * self.grids[level][1] + col
+        self.offsets[level][index], self.bytecounts[level][index] = offset, len(data)
+
+    def state(self) -> dict[str, np.ndarray]:
+        """File length and tile tables (the file flushed first): what continuing the file needs."""
+        self._file.flush()
+        state = {"length": np.uint64(self._file.seek(0, os.SEEK_END))}
+        for level in range(len(self.shapes)):
+            state[f"offsets_{level}"], state[f"bytecounts_{level}"] = self.offsets[level], self.bytecounts[level]
+        return state
+
+    def finish(self) -> Path:
+        """Append one directory per level (chained, level 0 first), point the header at them, close.
+
+        Raises:
+            ValueError: a tile was never written.
+        """
+        for level, counts in enumerate(self.bytecounts):
+            if not counts.all():
+                raise ValueError(f"{self.path}: {int((counts == 0).sum())} tiles of level {level} were not written")
+        end = self._file.seek(0, os.SEEK_END)
+        first = position = end + end % 2
+        directories = []
+        for level in range(len(self.shapes)):
+            size = len(self._directory(level, position, 0))
+            following = 0 if level + 1 == len(self.shapes) else position + size + size % 2
+            directories.append(self._directory(level, position, following) + b"\0" * (size % 2))
+            position += size + size % 2
+        self._file.seek(first)
+        self._file.write(b"".join(directories))
+        self._file.seek(0)
+        self._file.write(_BIGTIFF_HEADER.pack(b"II", 43, 8, 0, first))
+        self._file.close()
+        return self.path
+
+    def close(self) -> None:
+        """Close without finishing: the file can be continued from a :meth:`state`."""
+        self._file.close()
+
+    def _directory(self, level: int, position: int, following: int) -> bytes:
+        """The IFD of ``level`` at file offset ``position``: count, entries, next IFD, then the long values."""
+        height, width = self.shapes[level]
+        tags = [(254, _LONG, [1 if level else 0]),  # NewSubfileType: 1 = reduced-resolution image
+                (256, _LONG, [width]), (257, _LONG, [height]), (258, _SHORT, [8, 8, 8]),
+                (259, _SHORT, [COMPRESSIONS[self.compression]]),
+                (262, _SHORT, [6 if self.compression == "jpeg" else 2]),  # YCbCr (JPEG) or RGB
+                (277, _SHORT, [3]), (284, _SHORT, [1]), (305, _ASCII, [b"virtual_ihc\0"]),
+                (322, _LONG, [TIFF_TILE]), (323, _LONG, [TIFF_TILE]),
+                (324, _LONG8, self.offsets[level].tolist()), (325, _LONG8, self.bytecounts[level].tolist())]
+        if self.mpp is not None:
+            resolution = _resolution(1e4 / (self.mpp * 2 ** level))
+            tags += [(282, _RATIONAL, resolution), (283, _RATIONAL, resolution), (296, _SHORT, [3])]  # per cm
+        if self.compression == "jpeg":
+            tags += [(530, _SHORT, [2, 2]), (532, _RATIONAL, [0, 1, 255, 1, 128, 1, 255, 1, 128, 1, 255, 1])]
+        tags.sort()
+        entries, values = [], b""
+        values_start = position + 8 + 20 * len(tags) + 8
+        for tag, (code, fmt), data in tags:
+            if code == _ASCII[0]:
+                payload, count = data[0], len(data[0])
+            else:
+                payload, count = struct.pack(f"<{len(data)}{fmt[0]}", *data), len(data) // len(fmt)
+            if len(payload) <= 8:
+                field = payload.ljust(8, b"\0")
+            else:
+                values += b"\0" * (len(values) % 2)
+                field = struct.pack("<Q", values_start + len(values))
+                values += payload
+            entries.append(struct.pack("<HHQ", tag, code, count) + field)
+        return struct.pack("<Q", len(tags)) + b"".join(entries) + struct.pack("<Q", following) + values
+
+
+class StreamedPyramid:
+    """Writes all pyramid levels of an image whose level-0 rows arrive top to bottom.
+
+    Args:
+        writer: the TIFF, with the levels of :func:`level_shapes`.
+        state: :meth:`state` of an interrupted run (the pending rows), to continue it.
+    """
+
+    def __init__(self, writer: TiffPyramidWriter, state: dict | None = None):
+        self.writer = writer
+        levels = range(len(writer.shapes))
+        if state is None:
+            self.pending = [np.empty((0, width, 3), np.uint8) for _, width in writer.shapes]
+            self.rows_written = [0] * len(writer.shapes)
+        else:
+            self.pending = [np.array(state[f"pending_{level}"], np.uint8) for level in levels]
+            self.rows_written = [int(state[f"rows_written_{level}"]) for level in levels]
+
+    def add_rows(self, rows: np.ndarray, level: int = 0) -> None:
+        """Take the next ``uint8 (n, width, 3)`` rows of ``level``; write the tile rows they complete."""
+        height, width = self.writer.shapes[level]
+        if rows.shape[1:] != (width, 3) or self.rows_written[level] + len(self.pending[level]) + len(rows) > height:
+            raise ValueError(f"rows {rows.shape} do not continue level {level} ({width}x{height}, "
+                             f"{self.rows_written[level] + len(self.pending[level])} rows in)")
+        pending = np.concatenate([self.pending[level], rows]) if len(self.pending[level]) else rows
+        while len(pending) >= TIFF_TILE:
+            self._write_tile_row(level, pending[:TIFF_TILE])
+            pending = pending[TIFF_TILE:]
+        self.pending[level] = np.array(pending)  # a copy: the caller's band is not kept alive
+
+    def state(self) -> dict[str, np.ndarray]:
+        """The writer's state with every level's pending rows: what continuing needs."""
+        state = self.writer.state()
+        for level, pending in enumerate(self.pending):
+            state[f"pending_{level}"], state[f"rows_written_{level}"] = pending, np.int64(self.rows_written[level])
+        return state
+
+    def finish(self) -> Path:
+        """Write every level's last (partial) tile row and the TIFF's directories.
+
+        Raises:
+            ValueError: level 0 did not receive all its rows.
+        """
+        for level, (height, _) in enumerate(self.writer.shapes):
+            if self.rows_written[level] + len(self.pending[level]) != height:
+                raise ValueError(f"level {level} got {self.rows_written[level] + len(self.pending[level])} "
+                                 f"of its {height} rows")
+            if len(self.pending[level]):
+                self._write_tile_row(level, self.pending[level])
+                self.pending[level] = self.pending[level][:0]
+        return self.writer.finish()
+
+    def _write_tile_row(self, level: int, band: np.ndarray) -> None:
+        """Encode and write ``band`` (at most ``TIFF_TILE`` rows) as the next tile row; pass it on halved."""
+        row = self.rows_written[level] // TIFF_TILE
+        width = self.writer.shapes[level][1]
+        for col, x in enumerate(range(0, width, TIFF_TILE)):
+            tile = np.full((TIFF_TILE, TIFF_TILE, 3), WHITE, np.uint8)  # edge tiles are padded with white
+            piece = band[:, x:x + TIFF_TILE]
+            tile[:len(band), :piece.shape[1]] = piece
+            self.writer.write_tile(level, row, col, encode_tile(tile, self.writer.compression))
+        self.rows_written[level] += len(band)
+        if level + 1 < len(self.writer.shapes):
+            self.add_rows(halve(band), level + 1)

@@ -10,11 +10,13 @@ tiles (:mod:`virtual_ihc.inference.stitching`) and writes
   (:mod:`virtual_ihc.inference.pyramid`), with the µm/px of the input times
   the processing downsample (the input's own when read at level 0).
 
-Slide runs keep their state in ``.OUTPUT.partial/`` next to OUTPUT: the raw
-level 0, ``state.json`` (what the run is and how many tile rows are done) and
-the blending carry of the last finished row. ``resume=True`` continues from
-there without redoing finished rows; the TIFF is written inside that folder
-and renamed to OUTPUT only when complete.
+Slide runs write the TIFF inside ``.OUTPUT.partial/`` next to OUTPUT, every
+level streamed as the tile rows are finished, and keep their state there:
+``state.json`` (what the run is and how many tile rows are done) and
+``state_NNNNN.npz`` (the blending carry of the last finished row, the pyramid's
+rows waiting for their TIFF tile row, and the TIFF's length and tile tables).
+``resume=True`` continues from there without redoing finished rows; the TIFF
+is renamed to OUTPUT only when complete.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import logging
 import os
 import shutil
 import time
+import zipfile
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -39,7 +42,7 @@ from virtual_ihc.slides.reader import (LevelChoice, Slide, SlideMetadataError, c
 from virtual_ihc.histology.normalization import StainNormalizer, fit_stain_stats
 from virtual_ihc.histology.tissue import is_colourless, tissue_mask
 from virtual_ihc.slides.tiling import grid_tissue_fractions
-from virtual_ihc.inference.pyramid import RawImage, write_pyramid
+from virtual_ihc.inference.pyramid import StreamedPyramid, TiffPyramidWriter, level_shapes
 from virtual_ihc.inference.stitching import (FinishedBand, StitchOptions, TileLayout, TileModel, TileReader,
                                              stitch_rows)
 
@@ -49,7 +52,8 @@ logger = logging.getLogger(__name__)
 #: fitted (smaller images are used as they are); small enough to come from a coarse level
 OVERVIEW_SIDE = 1024
 STATE_FILE = "state.json"
-LEVEL0_FILE = "level0.raw"
+#: version of the partial folder's layout, in the fingerprint: other layouts are not resumed
+PARTIAL_FORMAT = 2
 #: progress(tile_rows_done, tile_rows_total)
 Progress = Callable[[int, int], None]
 
@@ -108,6 +112,11 @@ class StainResult:
 
 def is_tiff_output(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() in TIFF_EXTENSIONS
+
+
+def already_stained(output: str | os.PathLike, options: StainOptions) -> bool:
+    """``resume`` is set and ``output`` exists: the input is skipped."""
+    return options.resume and Path(output).exists()
 
 
 def partial_dir(output: str | os.PathLike) -> Path:
@@ -176,7 +185,8 @@ def _fingerprint(input_path: Path, model_name: str, options: StainOptions, layou
     return {"input": str(input_path.resolve()), "input_bytes": status.st_size, "input_mtime_ns": status.st_mtime_ns,
             "model": model_name, "stitch": dataclasses.asdict(options.stitch), "whole": options.whole,
             "downsample": downsample, "size": [layout.height, layout.width],
-            "normalizer": normalizer.target.to_dict() if normalizer is not None else None}
+            "normalizer": normalizer.target.to_dict() if normalizer is not None else None,
+            "compression": options.compression, "partial_format": PARTIAL_FORMAT}
 
 
 def _load_state(folder: Path, fingerprint: dict) -> dict | None:
@@ -191,17 +201,31 @@ def _load_state(folder: Path, fingerprint: dict) -> dict | None:
     return state
 
 
-def _save_state(folder: Path, fingerprint: dict, rows_done: int, carry: np.ndarray) -> None:
-    """Record ``rows_done`` finished tile rows; the carry file is written before the state points to it."""
-    np.save(folder / f"carry_{rows_done:05d}.npy", carry)
+def _arrays_file(folder: Path, rows_done: int) -> Path:
+    return folder / f"state_{rows_done:05d}.npz"
+
+
+def _save_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """An ``.npz`` (``np.load`` reads it) deflated at level 1: glass and white rows shrink to almost nothing, fast."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
+        for name, array in arrays.items():
+            with archive.open(f"{name}.npy", "w", force_zip64=True) as handle:
+                np.lib.format.write_array(handle, np.asanyarray(array), allow_pickle=False)
+
+
+def _save_state(folder: Path, fingerprint: dict, rows_done: int, arrays: dict[str, np.ndarray]) -> None:
+    """Record ``rows_done`` finished tile rows; the arrays are written before the state points to them."""
+    _save_arrays(_arrays_file(folder, rows_done), arrays)
     tmp = folder / f".{STATE_FILE}.tmp"
     tmp.write_text(json.dumps({"fingerprint": fingerprint, "rows_done": rows_done}))
     os.replace(tmp, folder / STATE_FILE)
-    (folder / f"carry_{rows_done - 1:05d}.npy").unlink(missing_ok=True)
+    _arrays_file(folder, rows_done - 1).unlink(missing_ok=True)
 
 
 def _model_name(model: TileModel) -> str:
-    return str(getattr(model, "path", type(model).__name__))
+    name = str(getattr(model, "path", type(model).__name__))
+    precision = getattr(model, "precision", "float32")  # a bfloat16 run must not resume a float32 one
+    return name if precision == "float32" else f"{name} ({precision})"
 
 
 def stain_file(input_path: str | os.PathLike, output_path: str | os.PathLike, model: TileModel,
@@ -227,7 +251,7 @@ def stain_file(input_path: str | os.PathLike, output_path: str | os.PathLike, mo
     started = time.perf_counter()
     input_path, output_path = Path(input_path), Path(output_path)
     result = StainResult(input_path, output_path)
-    if options.resume and output_path.exists():
+    if already_stained(output_path, options):
         logger.info("%s exists: skipped (resume)", output_path)
         result.skipped = True
         return result
@@ -279,28 +303,34 @@ def _stain_to_image(stitch: Callable[..., Iterator[FinishedBand]], layout: TileL
 
 def _stain_to_tiff(stitch: Callable[..., Iterator[FinishedBand]], layout: TileLayout, output_path: Path,
                    fingerprint: dict, options: StainOptions, result: StainResult, progress: Progress | None) -> None:
-    """Stitch into the partial folder's raw level 0 (resumable), then write and rename the TIFF."""
+    """Stitch and stream every level into the partial folder's TIFF (resumable), then rename it."""
     folder = partial_dir(output_path)
+    tiff_path = folder / f"output{output_path.suffix}"
+    shapes = level_shapes(layout.height, layout.width)
     state = _load_state(folder, fingerprint) if options.resume else None
     if state is None:
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
-        level0 = RawImage(folder / LEVEL0_FILE, layout.height, layout.width, create=True)
-        rows_done, carry = 0, None
+        rows_done, carry, saved = 0, None, None
     else:
-        level0 = RawImage(folder / LEVEL0_FILE, layout.height, layout.width)
         rows_done = state["rows_done"]
-        carry = np.load(folder / f"carry_{rows_done:05d}.npy") if rows_done else None
+        with np.load(_arrays_file(folder, rows_done)) as arrays:
+            saved = dict(arrays)
+        carry = saved["carry"]
         logger.info("%s: resuming after %d of %d tile rows", output_path.name, rows_done, layout.num_rows)
+    pyramid = StreamedPyramid(TiffPyramidWriter(tiff_path, shapes, options.compression, result.mpp, saved), saved)
     result.rows_resumed = rows_done
-    with contextlib.closing(stitch(first_row=rows_done, carry=carry)) as bands:
-        for band in bands:
-            level0.write_rows(band.y, band.pixels)
-            _save_state(folder, fingerprint, band.row + 1, band.carry)
-            result.tiles_run += band.tiles_run
-            if progress:
-                progress(band.row + 1, layout.num_rows)
-    tmp = folder / f"output{output_path.suffix}"
-    write_pyramid(level0, tmp, result.mpp, options.compression)
-    os.replace(tmp, output_path)
+    try:
+        with contextlib.closing(stitch(first_row=rows_done, carry=carry)) as bands:
+            for band in bands:
+                pyramid.add_rows(band.pixels)
+                _save_state(folder, fingerprint, band.row + 1, {"carry": band.carry, **pyramid.state()})
+                result.tiles_run += band.tiles_run
+                if progress:
+                    progress(band.row + 1, layout.num_rows)
+        pyramid.finish()
+    except BaseException:
+        pyramid.writer.close()  # the file stays as the last saved state knows it, for --resume
+        raise
+    os.replace(tiff_path, output_path)
     shutil.rmtree(folder)

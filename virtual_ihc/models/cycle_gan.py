@@ -17,7 +17,7 @@ from virtual_ihc.models.image_pool import ImagePool
 #: keys returned by train_step, in display order
 TRAIN_METRICS = (
     "generator_loss", "adversarial_he_to_ki67_loss", "adversarial_ki67_to_he_loss",
-    "cycle_l1_loss", "cycle_ssim_loss", "identity_loss",
+    "cycle_l1_loss", "cycle_ssim_loss", "identity_loss", "structure_loss", "positivity_loss",
     "discriminator_he_loss", "discriminator_ki67_loss",
 )
 #: keys returned by test_step (Keras prefixes them with "val_")
@@ -178,6 +178,15 @@ class CycleGAN(keras.Model):
                 identity = (losses.l1_loss(real_ki67, self.generator_he_to_ki67(real_ki67, training=True))
                             + losses.l1_loss(real_he, self.generator_ki67_to_he(real_he, training=True)))
                 per_example += cfg.identity_weight * identity
+            structure = tf.zeros_like(cycle_l1)
+            if cfg.structure_weight > 0:
+                structure = (losses.nuclear_structure_loss(real_he, fake_ki67)
+                             + losses.nuclear_structure_loss(real_ki67, fake_he))
+                per_example += cfg.structure_weight * structure
+            positivity = tf.zeros_like(cycle_l1)
+            if cfg.positivity_weight > 0:
+                positivity += losses.positivity_loss(real_ki67, fake_ki67)  # a batch statistic, same for every example
+                per_example += cfg.positivity_weight * positivity
             generator_loss = average(per_example)
 
             pooled_fake_ki67 = self.pool_ki67.query(fake_ki67, seed)
@@ -210,6 +219,8 @@ class CycleGAN(keras.Model):
             "cycle_l1_loss": average(cycle_l1),
             "cycle_ssim_loss": average(cycle_ssim),
             "identity_loss": average(identity),
+            "structure_loss": average(structure),
+            "positivity_loss": average(positivity),
             "discriminator_he_loss": discriminator_he_loss,
             "discriminator_ki67_loss": discriminator_ki67_loss,
         }

@@ -123,6 +123,11 @@ def run(args: argparse.Namespace) -> int:
                     ("Keras models", "export/generator_*.keras")]
     for label, path in outputs:
         print(f"  {label:24s} {run_dir / path}")
+    if result.consistency is not None:
+        print(f"\nPathology guard (validation tiles, last epoch): {result.consistency.verdict()}")
+        if result.flagged_epochs:
+            epochs = ", ".join(f"{epoch}: {'/'.join(flags)}" for epoch, flags in sorted(result.flagged_epochs.items()))
+            print(f"  WARNING: flagged epochs ({epochs}); look at samples/ before using this model")
     if result.skipped_files or result.decode_failures:
         print(f"  skipped: {len(result.skipped_files)} unusable files while indexing, "
               f"{result.decode_failures} failed tile reads during training (see the log)")

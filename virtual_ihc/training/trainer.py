@@ -34,6 +34,7 @@ from virtual_ihc.models import CycleGAN, build_patchgan_discriminator, build_res
 from virtual_ihc.training.callbacks import (DecodeFailureReport, EpochCheckpoint, LearningRateLogger, ProgressDisplay,
                                            SampleImages, progress_mode)
 from virtual_ihc.training.checkpoints import CheckpointManager, list_checkpoints
+from virtual_ihc.training.guard import PathologyGuard
 from virtual_ihc.training.history import reconcile_history
 from virtual_ihc.training.schedules import build_learning_rate_schedule, on_step_counter
 
@@ -59,6 +60,8 @@ class TrainingResult:
     skipped_files: dict
     decode_failures: int
     replicas: int
+    consistency: object = None  # ConsistencySummary of the last epoch (None without the pathology guard)
+    flagged_epochs: dict = dataclasses.field(default_factory=dict)  # epoch -> pathology guard flags
 
 
 def select_strategy(mode: str) -> tf.distribute.Strategy:
@@ -213,8 +216,10 @@ def run_training(config: ExperimentConfig, resume: bool = False, overwrite: bool
     val_he, val_ki67 = load_validation_tiles(he_val, ki67_val, crop, config.data.max_val_tiles, failures)
     val_dataset = make_validation_dataset(val_he, val_ki67, train.batch_size)
     samples = [tiles[:train.sample_images].astype(np.float32) / 127.5 - 1.0 for tiles in (val_he, val_ki67)]
+    guard = PathologyGuard(val_he, val_ki67) if train.pathology_guard else None
     callbacks = [
         LearningRateLogger(model.generator_optimizer),
+        *([guard] if guard is not None else []),
         EpochCheckpoint(manager),
         SampleImages(*samples, run_dir / "samples", run_dir / "logs"),
         keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=resume),
@@ -238,7 +243,9 @@ def run_training(config: ExperimentConfig, resume: bool = False, overwrite: bool
     skipped = {**he.skipped, **ki67.skipped, **he_val.skipped, **ki67_val.skipped}
     return TrainingResult(run_dir=run_dir, epochs_completed=max(initial_epoch, train.epochs),
                           steps_per_epoch=steps_per_epoch, history=history.history, exports=exports,
-                          skipped_files=skipped, decode_failures=failures.count, replicas=replicas)
+                          skipped_files=skipped, decode_failures=failures.count, replicas=replicas,
+                          consistency=guard.summary if guard is not None else None,
+                          flagged_epochs=guard.flagged_epochs if guard is not None else {})
 
 
 def load_generators(run_dir: str | Path, epoch: int | None = None) -> dict[str, keras.Model]:
