@@ -83,3 +83,9 @@ def test_reference_index_comes_from_the_real_ki67_tiles(tiles):
     guard = PathologyGuard(he, ki67)
     assert 0.1 < guard.reference.index < 0.5  # the sample data's positive fraction is 0.3
     assert np.isfinite(guard.reference.stains.mean).all()
+
+
+def test_non_finite_generator_output_is_skipped_with_a_warning(tiles, caplog):
+    guard, logs = _guard_after_one_epoch(tiles, lambda x: x * float("nan"), caplog)
+    assert guard.summary is None and not any(key.startswith("val_nuclei") for key in logs)
+    assert any("not finite" in record.getMessage() for record in caplog.records)

@@ -55,22 +55,31 @@ class PathologyGuard(keras.callbacks.Callback):
         self.summary: ConsistencySummary | None = None
         self.flagged_epochs: dict[int, list[str]] = {}
 
-    def virtual_ki67(self) -> np.ndarray:
-        """The current generator's virtual Ki-67 of the validation H&E tiles, uint8."""
+    def virtual_ki67(self) -> np.ndarray | None:
+        """The current generator's virtual Ki-67 of the validation H&E tiles, uint8 (None if not finite)."""
         generator = self.model.generator_he_to_ki67
         outputs = []
         for start in range(0, len(self.he_tiles), self.batch_size):
             batch = self.he_tiles[start:start + self.batch_size].astype(np.float32) / 127.5 - 1.0
-            outputs.append(to_uint8(generator(batch, training=False)))
+            output = np.asarray(generator(batch, training=False), np.float32)
+            if not np.isfinite(output).all():
+                return None
+            outputs.append(to_uint8(output))
         return np.concatenate(outputs)
 
-    def measure(self) -> ConsistencySummary:
-        """Stain the validation H&E tiles with the current generator and measure them."""
-        _, self.summary = evaluate_consistency(self.he_tiles, self.virtual_ki67(), self.reference, self.options)
+    def measure(self) -> ConsistencySummary | None:
+        """Stain the validation H&E tiles with the current generator and measure them (None: non-finite output)."""
+        virtual = self.virtual_ki67()
+        if virtual is None:
+            return None
+        _, self.summary = evaluate_consistency(self.he_tiles, virtual, self.reference, self.options)
         return self.summary
 
     def on_epoch_end(self, epoch, logs=None):
         summary = self.measure()
+        if summary is None:  # diverged weights: the checkpoint callback stops the run and says so
+            logger.warning("epoch %d: pathology guard skipped: the generator's output is not finite", epoch + 1)
+            return
         if logs is not None:
             for name in GUARD_MEASURES:
                 if name in summary.values:
