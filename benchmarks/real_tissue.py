@@ -72,6 +72,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.OPTION=VALUE",
                         help="any training option, e.g. loss.identity_weight=5 (repeatable)")
     parser.add_argument("--out", help="output folder (default: runs/real_tissue/<profile>_seed<seed>)")
+    parser.add_argument("--evaluate-only", action="store_true",
+                        help="do not train: measure the latest checkpoint of an earlier run in --out")
     args = parser.parse_args(argv)
     for name in ("he_dir", "ki67_dir"):
         if not Path(getattr(args, name)).is_dir():
@@ -188,6 +190,15 @@ def grid_image(tiles: list[np.ndarray], virtual: list[np.ndarray], reconstructed
     return np.concatenate(rows[:-1], axis=0)
 
 
+def read_history(path: Path) -> dict:
+    """``history.csv`` of a run as ``{column: [values]}``."""
+    import csv
+
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    return {key: [float(row[key]) for row in rows if row[key] not in ("", None)] for key in (rows[0] if rows else {})}
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     from virtual_ihc.cli import configure_logging
@@ -214,9 +225,12 @@ def main(argv=None) -> int:
     for section, options in overrides_from(args.set).items():
         values.setdefault(section, {}).update(options) if isinstance(options, dict) else None
     config = resolve_config(profile=args.profile, cli_values=values)
-    start = time.perf_counter()
-    result = run_training(config, overwrite=True)
-    train_seconds = time.perf_counter() - start
+    if args.evaluate_only:
+        result, train_seconds = None, float("nan")
+    else:
+        start = time.perf_counter()
+        result = run_training(config, overwrite=True)
+        train_seconds = time.perf_counter() - start
 
     generators = load_generators(out / "run")
     virtual = [stain(generators["he_to_ki67"], region) for region in prepared["regions"]]
@@ -229,11 +243,11 @@ def main(argv=None) -> int:
     tile_cycled = [stain(generators["ki67_to_he"], tile) for tile in tile_virtual]
     write_image_rgb(out / "grid.png", grid_image(tiles, tile_virtual, tile_cycled))
 
-    history = result.history
+    steps = args.steps // args.epochs * args.epochs
+    history = result.history if result is not None else read_history(out / "run" / "history.csv")
     report = {
-        "profile": args.profile, "seed": args.seed, "steps": result.epochs_completed * result.steps_per_epoch,
-        "train_minutes": round(train_seconds / 60, 2), "seconds_per_step": round(
-            train_seconds / max(1, result.epochs_completed * result.steps_per_epoch), 3),
+        "profile": args.profile, "seed": args.seed, "steps": steps,
+        "train_minutes": round(train_seconds / 60, 2), "seconds_per_step": round(train_seconds / steps, 3),
         "crop": args.crop, "base_filters": args.base_filters, "residual_blocks": args.residual_blocks,
         "scale": args.scale, "overrides": args.set,
         "measures": {key: round(float(value), 4) for key, value in summary.values.items()},
