@@ -58,16 +58,25 @@ def test_structure_loss_barely_prefers_blue_over_brown_nuclei(he_and_restained):
     assert brown - blue < 0.1
 
 
-def test_brown_fraction_counts_dab_positive_pixels_not_a_brown_tint(real_ihc, he_and_restained):
-    he, restained = he_and_restained
-    all_blue = restain_he_as_ki67(he, np.zeros(he.shape[:2], bool))
-    positive = segment_nuclei(he)
-    positive_pixels = np.isin(positive, np.arange(1, positive.max() + 1)[::4]).mean()
-    assert float(losses.brown_fraction(as_network_input(all_blue))) < 0.01
-    assert float(losses.brown_fraction(as_network_input(restained))) == pytest.approx(positive_pixels, rel=0.35)
-    # a uniform brown tint over everything is no positive nucleus
-    tinted = restain_he_as_ki67(he, np.ones(he.shape[:2], bool), dab_amount=0.03)
-    assert float(losses.brown_fraction(as_network_input(tinted))) < 0.01
+def test_dab_exceedance_is_the_soft_share_of_pixels_above_each_dab_level(real_ihc):
+    dab = rgb2hed(real_ihc)[..., 2]
+    measured = losses.dab_exceedance(as_network_input(real_ihc)).numpy()
+    soft = [np.mean(1.0 / (1.0 + np.exp(-(dab - level) / (level / 4.0)))) for level in losses.DAB_LEVELS]
+    np.testing.assert_allclose(measured, soft, atol=1e-3)
+    hard = np.array([(dab > level).mean() for level in losses.DAB_LEVELS])
+    assert np.all(np.abs(measured - hard) < 0.12)  # a smoothed version of the exceedance curve
+    assert np.all(np.diff(measured) <= 0)  # a distribution's tail shrinks with the level
+
+
+def test_positivity_loss_tells_faintly_brown_nuclei_from_a_few_dark_ones(he_and_restained):
+    """Every nucleus faintly brown is no match for a quarter of them dark brown, though both are 'brown'."""
+    he, quarter_dark = he_and_restained
+    nuclei = segment_nuclei(he) > 0
+    all_faint = restain_he_as_ki67(he, nuclei, dab_amount=0.05)
+    also_quarter_dark = restain_he_as_ki67(he, np.isin(segment_nuclei(he), np.arange(1, 1000)[::4]))
+    target = as_network_input(quarter_dark)
+    assert float(losses.positivity_loss(target, as_network_input(also_quarter_dark))) < 0.01
+    assert float(losses.positivity_loss(target, as_network_input(all_faint))) > 0.1
 
 
 def test_positivity_loss_pulls_only_the_virtual_side(real_ihc, he_and_restained):

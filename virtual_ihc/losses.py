@@ -17,7 +17,7 @@ Total generator objective (paper: lambda = beta = 5)::
         + beta * (2 - SSIM(cycled_he, he) - SSIM(cycled_ki67, ki67))
         + identity_weight * (|G_he->ki67(ki67) - ki67|_1 + |G_ki67->he(he) - he|_1)
         + structure_weight * (2 - r(nuclei(he), nuclei(fake_ki67)) - r(nuclei(ki67), nuclei(fake_he)))
-        + positivity_weight * |brown(fake_ki67) - brown(ki67)|
+        + positivity_weight * sum_t |F_t(fake_ki67) - F_t(ki67)|
 
 The last two are this project's pathology-consistency terms (off in the paper profile).
 ``nuclei(x)`` is tanh((n - local mean of n) / 0.03), n the hematoxylin + DAB amount of
@@ -25,9 +25,12 @@ colour deconvolution (the nuclear signal :mod:`virtual_ihc.histology.nuclei` seg
 ``r`` the per-image Pearson correlation: the nuclei of a translation must sit where the
 source's are, and the tanh saturates so that a brown (DAB) nucleus and a blue
 (hematoxylin) one count alike - an unsaturated map would reward dropping the DAB.
-``brown(x)`` is the batch's share of DAB-positive pixels (DAB above its local mean by
-about 0.05, a soft threshold): the virtual Ki-67 has as many brown pixels as the real
-Ki-67 it is trained against, which calibrates positivity to the training set's.
+``F_t(x)`` is the batch's share of pixels whose DAB amount exceeds ``t`` (soft thresholds
+at 0.03, 0.06, 0.12 and 0.24, from faint to dark brown): the DAB distribution of the
+virtual Ki-67 matches the real Ki-67 it is trained against at four points, which
+calibrates positivity to the training set's and leaves no room for the "every nucleus
+faintly brown" compromise (one threshold would: many nuclei just above the index
+threshold, few pixels above a higher one).
 """
 
 from __future__ import annotations
@@ -213,8 +216,8 @@ _OD_FLOOR = 1.0 / 255.0
 NUCLEAR_BACKGROUND_WINDOW = 31
 #: nuclear contrast at which the nuclear map saturates (a pale blue nucleus is about 0.03-0.06)
 NUCLEAR_SATURATION = 0.03
-#: soft threshold of a DAB-positive pixel: DAB above its local mean by DAB_POSITIVE (width DAB_SOFTNESS)
-DAB_POSITIVE, DAB_SOFTNESS = 0.05, 0.01
+#: DAB amounts at which the positivity loss compares the DAB distributions (faint to dark brown)
+DAB_LEVELS = (0.03, 0.06, 0.12, 0.24)
 
 
 def stain_amounts(images: tf.Tensor) -> tf.Tensor:
@@ -250,15 +253,21 @@ def nuclear_structure_loss(source: tf.Tensor, translated: tf.Tensor) -> tf.Tenso
     return 1.0 - _pearson_per_example(nuclear_map(source), nuclear_map(translated))
 
 
-def brown_fraction(images: tf.Tensor, window: int = NUCLEAR_BACKGROUND_WINDOW) -> tf.Tensor:
-    """Soft share of DAB-positive pixels of a batch (DAB above its local mean), a scalar in [0, 1]."""
-    dab = stain_amounts(images)[..., 2:3]
-    return tf.reduce_mean(tf.sigmoid((_local_contrast(dab, window) - DAB_POSITIVE) / DAB_SOFTNESS))
+def dab_exceedance(images: tf.Tensor, levels: tuple[float, ...] = DAB_LEVELS) -> tf.Tensor:
+    """Soft share of the batch's pixels whose DAB amount exceeds each level, ``(len(levels),)`` in [0, 1].
+
+    The step at level ``t`` is a sigmoid of width ``t / 4``.
+    """
+    dab = stain_amounts(images)[..., 2]
+    return tf.stack([tf.reduce_mean(tf.sigmoid((dab - level) / (level / 4.0))) for level in levels])
 
 
 def positivity_loss(real_ki67: tf.Tensor, fake_ki67: tf.Tensor) -> tf.Tensor:
-    """|brown share of the virtual Ki-67 batch - that of the real Ki-67 batch| (the real side is a target only)."""
-    return tf.abs(brown_fraction(fake_ki67) - tf.stop_gradient(brown_fraction(real_ki67)))
+    """Sum over the DAB levels of |share of the virtual batch above it - share of the real batch above it|.
+
+    The real batch is only a target (no gradient flows into it).
+    """
+    return tf.reduce_sum(tf.abs(dab_exceedance(fake_ki67) - tf.stop_gradient(dab_exceedance(real_ki67))))
 
 
 def psnr(a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
