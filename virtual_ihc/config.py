@@ -2,9 +2,10 @@
 
 The dataclass defaults are the paper's settings (288x288 tiles with 144 overlap,
 batch 4, 10 residual blocks, lambda = beta = 5, Adam 2e-4 with lr x 0.9 every 2
-epochs). ``PROFILES`` holds named overrides: ``paper`` changes nothing, ``small``
-(the default of ``python train.py``) shrinks the model and data so that a run
-finishes in minutes on a 2-core CPU.
+epochs). ``PROFILES`` holds named overrides: ``paper`` changes nothing, ``real``
+sets the training recipe for real slides (``RECIPE_LOSS``), ``small`` (the default of
+``python train.py``) shrinks the model and data so that a run finishes in minutes on a
+2-core CPU, with the same recipe.
 
 Precedence when resolving a configuration: dataclass defaults < profile <
 config file (YAML/JSON) < command-line options.
@@ -169,6 +170,12 @@ class ExperimentConfig:
 #: the sections of ExperimentConfig that hold options, by attribute name
 SECTIONS = ("generator", "discriminator", "loss", "data", "train")
 
+#: the training recipe for real slides: least-squares GAN and the authors' identity loss, plus the
+#: pathology-consistency terms (nuclei stay where the source has them; the DAB distribution matches the
+#: real Ki-67's). benchmarks/real_tissue.py measures it against the paper's losses (README "Real tissue").
+RECIPE_LOSS: dict[str, Any] = {"adversarial": "lsgan", "identity_weight": 5.0, "structure_weight": 2.0,
+                               "positivity_weight": 10.0}
+
 #: named presets: overrides of the dataclass defaults (which are the paper's settings)
 PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     "paper": {},
@@ -178,13 +185,10 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         "data": {"tile_size": 72, "tile_overlap": 36, "crop_size": 64, "sample_train_tiles": 160,
                  "sample_val_tiles": 8, "sample_tile_size": 72, "max_val_tiles": 8},
         "train": {"epochs": 10, "batch_size": 4, "pool_size": 50},
+        "loss": dict(RECIPE_LOSS),  # the paper's losses invert the (tissue-like) sample data, as they do real slides
     },
-    # the recipe for real slides (benchmarks/real_tissue.py, README "Real tissue"): least-squares GAN and the
-    # authors' identity loss, plus the pathology-consistency terms (nuclei stay where the source has them;
-    # the DAB distribution matches the real Ki-67's). Model size and crop stay the paper's unless overridden.
-    "real": {
-        "loss": {"adversarial": "lsgan", "identity_weight": 5.0, "structure_weight": 2.0, "positivity_weight": 10.0},
-    },
+    # real slides: the recipe; model size and crop stay the paper's unless overridden
+    "real": {"loss": dict(RECIPE_LOSS)},
 }
 
 

@@ -185,7 +185,8 @@ class CycleGAN(keras.Model):
                 per_example += cfg.structure_weight * structure
             positivity = tf.zeros_like(cycle_l1)
             if cfg.positivity_weight > 0:
-                positivity += losses.positivity_loss(real_ki67, fake_ki67)  # a batch statistic, same for every example
+                # a statistic of each replica's share of the batch (like batch normalisation), same for its examples
+                positivity += losses.positivity_loss(real_ki67, fake_ki67)
                 per_example += cfg.positivity_weight * positivity
             generator_loss = average(per_example)
 
