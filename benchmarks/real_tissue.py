@@ -74,11 +74,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--out", help="output folder (default: runs/real_tissue/<profile>_seed<seed>)")
     parser.add_argument("--evaluate-only", action="store_true",
                         help="do not train: measure the latest checkpoint of an earlier run in --out")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue an interrupted run in --out from its last checkpoint (same options)")
     args = parser.parse_args(argv)
     for name in ("he_dir", "ki67_dir"):
         if not Path(getattr(args, name)).is_dir():
             parser.error(f"--{name.replace('_', '-')}: not a folder: {getattr(args, name)} "
                          "(give real H&E and Ki-67 folders; ../shared/realdata is used when present)")
+    if args.resume and args.evaluate_only:
+        parser.error("--resume and --evaluate-only exclude each other")
     if args.steps < args.epochs or args.epochs < 1:
         parser.error("--steps must be at least --epochs, and --epochs at least 1")
     if not 0.0 < args.test_fraction < 1.0:
@@ -170,6 +174,13 @@ def stain(generator, image: np.ndarray) -> np.ndarray:
     return to_uint8(generator(image[None].astype(np.float32) / 127.5 - 1.0, training=False))[0]
 
 
+def grid_tiles(tiles: list[np.ndarray], count: int = 8) -> list[np.ndarray]:
+    """``count`` held-out tiles spread evenly over all of them (every region shows, none twice)."""
+    if len(tiles) <= count:
+        return list(tiles)
+    return [tiles[int(index)] for index in np.linspace(0, len(tiles) - 1, count).round()]
+
+
 def grid_image(tiles: list[np.ndarray], virtual: list[np.ndarray], reconstructed: list[np.ndarray],
                columns: int = 2) -> np.ndarray:
     """Rows of H&E | virtual Ki-67 | reconstructed H&E, ``columns`` triplets side by side, white gutters."""
@@ -229,7 +240,7 @@ def main(argv=None) -> int:
         result, train_seconds = None, float("nan")
     else:
         start = time.perf_counter()
-        result = run_training(config, overwrite=True)
+        result = run_training(config, resume=args.resume, overwrite=not args.resume)
         train_seconds = time.perf_counter() - start
 
     generators = load_generators(out / "run")
@@ -238,7 +249,7 @@ def main(argv=None) -> int:
     for name, region, image in zip(prepared["names"], prepared["regions"], virtual):
         write_image_rgb(out / "held_out" / f"{name}_he.png", region)
         write_image_rgb(out / "held_out" / f"{name}_virtual_ki67.png", image)
-    tiles = prepared["tiles"][:8]
+    tiles = grid_tiles(prepared["tiles"])
     tile_virtual = [stain(generators["he_to_ki67"], tile) for tile in tiles]
     tile_cycled = [stain(generators["ki67_to_he"], tile) for tile in tile_virtual]
     write_image_rgb(out / "grid.png", grid_image(tiles, tile_virtual, tile_cycled))
@@ -247,9 +258,9 @@ def main(argv=None) -> int:
     history = result.history if result is not None else read_history(out / "run" / "history.csv")
     report = {
         "profile": args.profile, "seed": args.seed, "steps": steps,
-        "train_minutes": round(train_seconds / 60, 2), "seconds_per_step": round(train_seconds / steps, 3),
+        "train_minutes": round(train_seconds / 60, 2), "seconds_per_step": None if args.resume else round(train_seconds / steps, 3),
         "crop": args.crop, "base_filters": args.base_filters, "residual_blocks": args.residual_blocks,
-        "scale": args.scale, "overrides": args.set,
+        "scale": args.scale, "overrides": args.set, "resumed": args.resume,
         "measures": {key: round(float(value), 4) for key, value in summary.values.items()},
         "flags": summary.flags, "consistent": summary.consistent, "verdict": summary.verdict(),
         "held_out_regions": [list(region.shape[:2]) for region in prepared["regions"]],
