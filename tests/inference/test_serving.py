@@ -112,3 +112,23 @@ def test_metadata_is_exported_and_read_by_stain(export_dir):
 
 def test_exports_without_metadata_read_as_empty(tmp_path):
     assert read_model_metadata(tmp_path) == {}
+
+
+def test_rest_request_body_carries_the_images_as_tensorflow_serving_reads_them():
+    import base64
+
+    import numpy as np
+
+    from virtual_ihc.export import rest_request_body
+
+    pngs = [b"\x89PNG first", b"\x89PNG second"]
+    body = json.loads(json.dumps(rest_request_body(pngs)))
+    assert body["signature_name"] == "serve_encoded"
+    assert [base64.b64decode(instance["b64"]) for instance in body["instances"]] == pngs
+    images = np.random.default_rng(0).integers(0, 256, (2, 3, 4, 3), dtype=np.uint8)
+    body = json.loads(json.dumps(rest_request_body(images, "serving_default")))
+    np.testing.assert_array_equal(np.array(body["instances"], np.uint8), images)
+    with pytest.raises(ValueError, match="uint8"):
+        rest_request_body(images.astype(np.float32), "serving_default")
+    with pytest.raises(ValueError, match="signature_name"):
+        rest_request_body(pngs, "predict")
