@@ -26,8 +26,11 @@ from pathlib import Path
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
 
-def execute(notebook_path: Path, workdir: Path, fast: bool, timeout: int):
-    """Run every cell of a notebook in ``workdir``; returns the executed notebook (raises on a cell error)."""
+def execute(notebook_path: Path, workdir: Path, fast: bool, timeout: int, keep: Path | None = None):
+    """Run every cell of a notebook in ``workdir``; returns the executed notebook.
+
+    A cell error is raised after the notebook, executed up to that cell, is written to ``keep`` (if given).
+    """
     import nbclient
     import nbformat
 
@@ -37,6 +40,10 @@ def execute(notebook_path: Path, workdir: Path, fast: bool, timeout: int):
     try:
         nbclient.NotebookClient(notebook, timeout=timeout, kernel_name="python3",
                                 resources={"metadata": {"path": str(workdir)}}).execute()
+    except Exception:
+        if keep is not None:
+            nbformat.write(notebook, keep)
+        raise
     finally:
         if previous is None:
             os.environ.pop("VIRTUAL_IHC_FAST", None)
@@ -72,9 +79,11 @@ def main(argv: list[str] | None = None) -> int:
     for path in paths:
         with tempfile.TemporaryDirectory() as scratch:
             workdir = args.out / path.stem if args.out else Path(scratch)
+            if workdir.exists() and any(workdir.iterdir()):
+                parser.error(f"{workdir} is not empty: a notebook would reuse what is there (remove it first)")
             workdir.mkdir(parents=True, exist_ok=True)
             started = time.perf_counter()
-            notebook = execute(path, workdir, args.fast, args.timeout)
+            notebook = execute(path, workdir, args.fast, args.timeout, workdir / path.name if args.out else None)
             seconds = time.perf_counter() - started
             if args.out:
                 nbformat.write(notebook, workdir / path.name)

@@ -74,9 +74,17 @@ def test_elastic_field_reaches_its_largest_shift():
 
 
 def test_written_slides_are_pyramids_with_their_resolution(tmp_path):
-    he_path, ki67_path = write_consecutive_section_slides(tmp_path, 600, seed=0, mpp=0.5)
+    he_path, ki67_path = write_consecutive_section_slides(tmp_path / "new" / "folder", 600, seed=0, mpp=0.5)
     for path in (he_path, ki67_path):
         with open_slide(path) as slide:
             assert slide.dimensions == (600, 600)
             assert slide.mpp == pytest.approx(0.5)
             assert slide.level_count >= 2
+
+
+def test_a_slide_is_written_into_a_folder_that_does_not_exist_yet(tmp_path):
+    from virtual_ihc.slides.synthetic_slides import write_image_as_slide
+
+    path = write_image_as_slide(tmp_path / "slides" / "one.tif", np.full((64, 64, 3), 240, np.uint8))
+    with open_slide(path) as slide:
+        assert slide.dimensions == (64, 64)

@@ -53,7 +53,7 @@ def write_pyramidal_tiff(path: str | os.PathLike, shape: tuple[int, int], render
     """Write a tiled pyramidal RGB TIFF, one top-level directory per level.
 
     Args:
-        path: output file.
+        path: output file (its folder is created).
         shape: ``(height, width)`` of level 0.
         render_tile: pixel source, called once per tile and level.
         mpp: µm per level-0 pixel written to the resolution tags (``None`` = no metadata).
@@ -64,6 +64,7 @@ def write_pyramidal_tiff(path: str | os.PathLike, shape: tuple[int, int], render
     import tifffile
 
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     height, width = shape
     with tifffile.TiffWriter(path, bigtiff=height * width * 3 > 2**31) as tif:
         for index, downsample in enumerate(pyramid_downsamples(height, width, min_level_side)):
