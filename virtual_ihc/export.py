@@ -33,6 +33,7 @@ Writes go to a temporary name and are renamed when complete.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
@@ -141,6 +142,34 @@ class GeneratorServingModule(tf.Module):
             return tf.io.encode_png(stained)
 
         return {"png_bytes": tf.map_fn(stain_one, image_bytes, fn_output_signature=tf.string)}
+
+
+def rest_request_body(images, signature_name: str = "serve_encoded") -> dict:
+    """The JSON body of a TensorFlow Serving REST ``:predict`` request for one of the signatures.
+
+    Args:
+        images: for ``"serve_encoded"``, a sequence of encoded images (PNG/JPEG bytes), sent
+            as ``{"b64": ...}`` (TensorFlow Serving's form for binary inputs); for
+            ``"serving_default"``, ``uint8 (N, H, W, 3)`` RGB, sent as nested lists
+            (one ``[H, W, 3]`` list per instance; large: prefer ``serve_encoded`` over REST).
+        signature_name: ``"serve_encoded"`` or ``"serving_default"``.
+
+    Returns:
+        ``{"signature_name": ..., "instances": [...]}``, ready for ``json.dumps`` and a POST to
+        ``http://HOST:8501/v1/models/NAME:predict``.
+    """
+    if signature_name == "serve_encoded":
+        instances = [{"b64": base64.b64encode(bytes(data)).decode("ascii")} for data in images]
+    elif signature_name == "serving_default":
+        import numpy as np
+
+        array = np.asarray(images)
+        if array.dtype != np.uint8 or array.ndim != 4 or array.shape[-1] != 3:
+            raise ValueError(f"serving_default takes uint8 [N, H, W, 3] images, got {array.dtype} {array.shape}")
+        instances = array.tolist()
+    else:
+        raise ValueError(f"signature_name must be 'serve_encoded' or 'serving_default', got {signature_name!r}")
+    return {"signature_name": signature_name, "instances": instances}
 
 
 def generator_in_precision(generator: keras.Model, precision: str) -> keras.Model:

@@ -74,7 +74,7 @@ def _rows(evaluation: Path) -> list:
 def test_writes_csvs_summary_and_nonempty_figures(evaluation):
     for name in ("metrics.csv", "per_tile.csv", "summary.md"):
         assert (evaluation / name).stat().st_size > 0
-    for name in ("fig_metrics_vs_epoch.png", "fig_residuals.png", "fig_comparison.png"):
+    for name in ("fig_metrics_vs_epoch.png", "fig_residuals.png", "fig_comparison.png", "fig_ki67_index.png"):
         image = read_image_rgb(evaluation / name)
         assert image.shape[0] > 100 and image.std() > 1.0  # drawn, not blank
 
@@ -235,3 +235,13 @@ def test_pathology_consistency_is_reported_and_the_true_ki67_passes_it(evaluatio
     summary = (evaluation / "summary.md").read_text()
     assert "## Pathology consistency" in summary and "not a diagnosis" in summary
     assert "**copy**, pairs: pathology-consistent" in summary
+
+
+@pytest.mark.slow
+def test_paired_tiles_carry_the_real_index_beside_the_virtual_one(evaluation):
+    with open(evaluation / "per_tile.csv") as handle:
+        rows = [row for row in csv.DictReader(handle) if row["model"] == "copy" and row["tile_set"] == "pairs"]
+    virtual = {row["tile"]: float(row["value"]) for row in rows if row["metric"] == "ki67_index"}
+    real = {row["tile"]: float(row["value"]) for row in rows if row["metric"] == "reference_ki67_index"}
+    assert len(real) == 5 and real == virtual  # the 'copy' model returns the real Ki-67 tiles
+    assert "fig_ki67_index" in (evaluation / "summary.md").read_text()

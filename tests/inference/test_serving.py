@@ -143,3 +143,23 @@ def test_an_empty_batch_returns_an_empty_batch(export_dir):
     serve = tf.saved_model.load(str(export_dir)).signatures["serving_default"]
     out = serve(images=tf.zeros((0, 24, 40, 3), tf.uint8))["images"].numpy()
     assert out.shape == (0, 24, 40, 3) and out.dtype == np.uint8
+
+
+def test_rest_request_body_carries_the_images_as_tensorflow_serving_reads_them():
+    import base64
+
+    import numpy as np
+
+    from virtual_ihc.export import rest_request_body
+
+    pngs = [b"\x89PNG first", b"\x89PNG second"]
+    body = json.loads(json.dumps(rest_request_body(pngs)))
+    assert body["signature_name"] == "serve_encoded"
+    assert [base64.b64decode(instance["b64"]) for instance in body["instances"]] == pngs
+    images = np.random.default_rng(0).integers(0, 256, (2, 3, 4, 3), dtype=np.uint8)
+    body = json.loads(json.dumps(rest_request_body(images, "serving_default")))
+    np.testing.assert_array_equal(np.array(body["instances"], np.uint8), images)
+    with pytest.raises(ValueError, match="uint8"):
+        rest_request_body(images.astype(np.float32), "serving_default")
+    with pytest.raises(ValueError, match="signature_name"):
+        rest_request_body(pngs, "predict")

@@ -169,3 +169,15 @@ def test_command_line_defaults_are_the_tiling_defaults():
 def test_slides_without_a_stain_are_refused(slide_path, tmp_path, capsys):
     assert tile_main([str(slide_path), "--out", str(tmp_path / "out")]) == 2
     assert "--stain" in capsys.readouterr().err
+
+
+def test_tile_grid_picture_outlines_each_tile_at_the_overview_scale():
+    from virtual_ihc.slides.tiling import draw_tile_grid
+
+    overview = np.full((32, 32, 3), 255, np.uint8)
+    out = draw_tile_grid(overview, [(0, 0), (64, 32)], tile_size=64, downsample=4, colour=(0, 0, 255))
+    blue = (out == [0, 0, 255]).all(axis=-1)
+    assert blue[0, :16].all() and blue[15, :16].all() and blue[:16, 0].all() and blue[:16, 15].all()
+    assert blue[8, 16:32].any() and blue[23, 16:32].all()  # second tile: x 16-31, y 8-23 in overview pixels
+    assert not blue[4:12, 4:12].any()  # inside of a tile untouched
+    assert (overview == 255).all()  # the input is not drawn on

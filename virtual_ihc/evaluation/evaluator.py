@@ -40,6 +40,8 @@ logger = logging.getLogger(__name__)
 
 #: the model name of rows describing the real Ki-67 tiles themselves
 REAL_KI67 = "real_ki67"
+#: per-tile metric of paired sets: the Ki-67 index of the registered real Ki-67 tile
+REFERENCE_INDEX = "reference_ki67_index"
 
 
 @dataclasses.dataclass
@@ -336,6 +338,7 @@ class Evaluator:
             return [set_row(entry, set_name, "ki67_index_difference", pooled_index(virtual) - pooled_index(real),
                             len(names), note="unpaired: pooled virtual index minus pooled real index")]
         real = [self.real_index(reference, name) for name in names]
+        record(values, set_name, REFERENCE_INDEX, names, [r.index for r in real])
         record(values, set_name, "ki67_index_abs_error", names,
                [abs(v.index - r.index) for v, r in zip(virtual, real)])
         virtual_slides, real_slides = slide_indices(names, virtual), slide_indices(names, real)

@@ -7,8 +7,9 @@ import dataclasses
 import math
 from pathlib import Path
 
-from virtual_ihc.evaluation.evaluator import MetricRow, ModelResult, TileValue
-from virtual_ihc.evaluation.figures import plot_comparison, plot_metrics_vs_epoch, plot_residuals
+from virtual_ihc.evaluation.evaluator import REFERENCE_INDEX, MetricRow, ModelResult, TileValue
+from virtual_ihc.evaluation.figures import (plot_comparison, plot_index_comparison, plot_metrics_vs_epoch,
+                                            plot_residuals)
 
 #: summary columns: (header, metric, tile sets to look in (first found wins), number format)
 SUMMARY_COLUMNS = (
@@ -150,7 +151,10 @@ def write_evaluation(results: list[ModelResult], real_rows: list[MetricRow], not
         "residuals": plot_residuals(results, out_dir / "fig_residuals.png"),
         "comparison": plot_comparison(results, out_dir / "fig_comparison.png"),
     }
-    figures = [outputs[name] for name in ("metrics_vs_epoch", "residuals", "comparison")]
+    if any(value.metric == REFERENCE_INDEX for result in results for value in result.tiles):
+        outputs["ki67_index"] = plot_index_comparison(results, out_dir / "fig_ki67_index.png")
+    figures = [outputs[name] for name in ("metrics_vs_epoch", "residuals", "comparison", "ki67_index")
+               if name in outputs]
     last_epoch = {}
     for result in results:
         last_epoch[result.entry.name] = result  # results come in epoch order: keep each model's last

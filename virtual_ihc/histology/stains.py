@@ -52,6 +52,29 @@ def mean_dab_density(rgb: np.ndarray) -> float:
     return float(np.mean(stain_concentrations(rgb)[..., 2]))
 
 
+def rescale_stains(rgb: np.ndarray, hematoxylin: float = 1.0, eosin: float = 1.0, dab: float = 1.0) -> np.ndarray:
+    """The same tissue stained more or less strongly: each stain amount times its factor.
+
+    Colour deconvolution (``rgb2hed``), scaling, Beer-Lambert re-rendering (``hed2rgb``): with all
+    factors 1 the image comes back unchanged up to rounding. Shows what another lab's (or another
+    day's) staining does to an H&E, e.g. before stain normalisation.
+
+    Args:
+        rgb: ``uint8 (H, W, 3)``.
+        hematoxylin, eosin, dab: non-negative factors of each stain's amount.
+
+    Returns:
+        ``uint8 (H, W, 3)``.
+    """
+    from skimage.color import hed2rgb
+
+    factors = np.array([hematoxylin, eosin, dab], np.float64)
+    if (factors < 0).any():
+        raise ValueError(f"stain factors must be >= 0, got {factors.tolist()}")
+    amounts = stain_concentrations(rgb).astype(np.float64) * factors
+    return np.clip(np.rint(hed2rgb(amounts) * 255), 0, 255).astype(np.uint8)
+
+
 def restain_he_as_ki67(he: np.ndarray, positive_nuclei: np.ndarray, dab_amount: float = 0.15,
                        hematoxylin_scale: float = 1.0) -> np.ndarray:
     """Re-stain an H&E tile as an ideal Ki-67: hematoxylin kept, eosin dropped, DAB on chosen nuclei.

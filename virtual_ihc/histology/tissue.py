@@ -71,3 +71,32 @@ def tissue_fraction(rgb: np.ndarray, threshold: int = MIN_SATURATION) -> float:
     comparable across tiles, including tiles that are all background.
     """
     return float(np.mean(saturation(rgb) > threshold))
+
+
+def tissue_overlay(rgb: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int] = (0, 170, 80),
+                   alpha: float = 0.35, outline: int = 2) -> np.ndarray:
+    """A picture of a tissue mask: ``rgb`` tinted with ``colour`` where ``mask`` is set, mask edges outlined.
+
+    Args:
+        rgb: ``uint8 (H, W, 3)`` image (e.g. a slide overview).
+        mask: bool ``(h, w)`` tissue mask, at the image's size or at any lower resolution
+            (resized to the image by nearest neighbour).
+        colour: RGB of the tint and the outline.
+        alpha: tint strength in [0, 1] (0 = outline only).
+        outline: outline thickness in pixels (0 = none).
+
+    Returns:
+        ``uint8 (H, W, 3)``; pixels outside the mask and off the outline are unchanged.
+    """
+    rgb = np.asarray(rgb, np.uint8)
+    height, width = rgb.shape[:2]
+    mask = np.asarray(mask, bool)
+    if mask.shape != (height, width):
+        mask = cv2.resize(mask.astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST).astype(bool)
+    out = rgb.astype(np.float32)
+    out[mask] = (1.0 - alpha) * out[mask] + alpha * np.asarray(colour, np.float32)
+    out = np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    if outline > 0:
+        contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+        cv2.drawContours(out, contours, -1, tuple(int(value) for value in colour), outline)
+    return out

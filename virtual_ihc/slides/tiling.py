@@ -140,6 +140,29 @@ def grid_tissue_fractions(mask: np.ndarray, origins: list[tuple[int, int]], tile
     return fractions
 
 
+def draw_tile_grid(image: np.ndarray, origins: list[tuple[int, int]], tile_size: float, downsample: float = 1.0,
+                   colour: tuple[int, int, int] = (20, 60, 220), thickness: int = 1) -> np.ndarray:
+    """A copy of ``image`` with the outline of every tile drawn on it.
+
+    Args:
+        image: ``uint8 (H, W, 3)``, e.g. a slide overview ``downsample`` times smaller than the
+            tiles' pixels (:func:`plan_slide` origins are in output pixels; pass the overview's
+            output pixels per overview pixel, e.g. ``TilingOptions.mask_downsample``).
+        origins: tile corners ``(x, y)`` in output pixels.
+        tile_size: tile side in output pixels.
+        downsample: output pixels per ``image`` pixel.
+        colour: RGB of the outlines.
+        thickness: line width in ``image`` pixels.
+    """
+    out = np.ascontiguousarray(np.asarray(image, np.uint8)).copy()
+    side = tile_size / downsample
+    for x, y in origins:
+        x0, y0 = int(round(x / downsample)), int(round(y / downsample))
+        x1, y1 = int(round(x / downsample + side)) - 1, int(round(y / downsample + side)) - 1
+        cv2.rectangle(out, (x0, y0), (x1, y1), tuple(int(value) for value in colour), thickness)
+    return out
+
+
 def plan_slide(entry: SlideEntry, options: TilingOptions, normalize_method: str | None = None) -> SlidePlan:
     """Choose the level, mask the tissue and list the tiles to cut from one slide.
 
