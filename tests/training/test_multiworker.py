@@ -218,3 +218,36 @@ def test_multiworker_refuses_float16_loss_scaling(tmp_path):
     with pytest.raises(ConfigError, match="mixed_float16 is not supported with --distribute multiworker"):
         resolve_config(cli_values=overrides)
 
+
+
+def test_workers_started_with_different_options_stop_with_an_error_instead_of_hanging(tmp_path):
+    commands = []
+    for index, epochs in enumerate((3, 2)):
+        overrides = _overrides(tmp_path / "run")
+        overrides["train"]["epochs"] = epochs
+        (tmp_path / f"config{index}.json").write_text(json.dumps(overrides))
+        commands.append([sys.executable, str(ROOT / "train.py"), "--config", str(tmp_path / f"config{index}.json")])
+    with Cluster(_free_ports(2), tmp_path) as cluster:
+        cluster.start(commands, "mismatch")
+        for index in range(2):
+            assert cluster.wait(index, "mismatch") == 2, cluster.log(index, "mismatch")[-3000:]
+            assert "the workers disagree" in cluster.log(index, "mismatch")
+            assert "epochs 3" in cluster.log(index, "mismatch") and "epochs 2" in cluster.log(index, "mismatch")
+    assert not list_checkpoints(tmp_path / "run" / "checkpoints")
+
+
+def test_the_chief_task_or_else_worker_0_writes_the_outputs():
+    import tensorflow as tf
+
+    from virtual_ihc.training.trainer import is_chief
+
+    def strategy(cluster, task_type, task_id):
+        resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
+            tf.train.ClusterSpec(cluster), task_type=task_type, task_id=task_id)
+        return type("FakeStrategy", (), {"cluster_resolver": resolver})()
+
+    workers = {"worker": ["a:1", "b:1"]}
+    assert is_chief(strategy(workers, "worker", 0)) and not is_chief(strategy(workers, "worker", 1))
+    with_chief = {"chief": ["c:1"], **workers}
+    assert is_chief(strategy(with_chief, "chief", 0)) and not is_chief(strategy(with_chief, "worker", 0))
+    assert is_chief(tf.distribute.get_strategy())  # one process
