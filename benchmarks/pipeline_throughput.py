@@ -116,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=2, help="timed training steps")
     parser.add_argument("--warmup", type=int, default=1, help="untimed training steps first (tracing)")
     args = parser.parse_args(argv)
+    if args.steps < 1 or args.seconds <= 0:
+        parser.error("--steps must be at least 1 and --seconds positive")
 
     workdir = Path(tempfile.mkdtemp(prefix="pipeline_throughput_"))
     try:
