@@ -269,3 +269,34 @@ def test_tfrecord_folders_and_a_four_downsampling_generator_train_and_export_end
     serve = tf.saved_model.load(str(export)).signatures["serving_default"]
     images = np.random.default_rng(0).integers(0, 256, (2, 40, 40, 3), dtype=np.uint8)
     assert serve(images=tf.constant(images))["images"].shape == (2, 40, 40, 3)
+
+
+def test_export_precision_bfloat16_exports_bfloat16_saved_models_within_40_db_of_float32(tmp_path):
+    """``--export-precision bfloat16``: both SavedModels compute in bfloat16 (their metadata says so) and
+    serve images within the documented bound (PSNR >= 40 dB, docs/stain.md) of a float32 export."""
+    import dataclasses
+
+    import tensorflow as tf
+    from skimage.metrics import peak_signal_noise_ratio
+    from tests_support import tiny_config_for
+
+    from virtual_ihc.config import TrainConfig
+    from virtual_ihc.data.synthetic import sample_tiles
+    from virtual_ihc.export import PRECISIONS, read_model_metadata, serving_module
+
+    choices = {f.name: f for f in dataclasses.fields(TrainConfig)}["export_precision"].metadata["choices"]
+    assert sorted(choices) == sorted(PRECISIONS)  # the option offers what the export supports
+    result = run_training(tiny_config_for(tmp_path / "run", train={"epochs": 1, "export_precision": "bfloat16",
+                                                                   "pathology_guard": False}))
+    for direction, stain in (("he_to_ki67", "he"), ("ki67_to_he", "ki67")):
+        export = result.run_dir / "export" / direction
+        assert read_model_metadata(export)["precision"] == "bfloat16"
+        tiles = sample_tiles(stain, 4, 64, seed=3)
+        served = tf.saved_model.load(str(export)).signatures["serving_default"](images=tf.constant(tiles))
+        served = served["images"].numpy()
+        generator = keras.saving.load_model(result.run_dir / "export" / f"generator_{direction}.keras")
+        module = serving_module(generator, "float32")  # kept: tf.function methods hold their module weakly
+        reference = module.serve(tf.constant(tiles))["images"].numpy()
+        assert not np.array_equal(served, reference)  # computed in bfloat16, not float32
+        worst = min(peak_signal_noise_ratio(a, b, data_range=255) for a, b in zip(reference, served))
+        assert worst >= 40.0, f"{direction}: worst tile {worst:.1f} dB"

@@ -32,6 +32,18 @@ Records that fail to decode are skipped with a warning and counted.
 Validation (without validation folders) holds out whole files, whole slides of
 TFRecord domains, or, when a domain has too few files for that, a band at the
 end of each large image with no tile overlapping a training tile.
+
+Multi-worker training (``--distribute multiworker``) runs one input pipeline per
+worker (:func:`make_train_dataset` with the strategy's ``InputContext``). Each
+pipeline reads its own share of the files (:func:`shard_domain`: whole image
+files or TFRecord shards, balanced by tile count) as a stream of its own, seeded
+and resumable like the single stream. Elements are numbered across pipelines
+(local element j of pipeline w of W is element ``j * W + w``), so the recorded
+position means "elements consumed in total" whatever the worker count. A domain
+with fewer files than workers falls back to splitting the single stream by
+element: pipeline w takes elements w, w + W, ... (tile folders and large images
+decode only their own elements; TFRecord workers read every record and keep
+every W-th).
 """
 
 from __future__ import annotations
@@ -573,35 +585,93 @@ def record_stream(index: DomainIndex, seed: int, salt: int, start_element: int =
 
 
 def _file_stream(index: DomainIndex, decoder: "TileDecoder", seed: int, salt: int,
-                 start_element: int) -> tf.data.Dataset:
-    """``(tile, ok)`` for element k = start_element, ...: a fresh permutation of the files every pass."""
-    positions = tf.data.Dataset.counter(start=start_element).map(
-        lambda element: _epoch_position(element, len(index), seed, salt))
+                 elements: tf.data.Dataset) -> tf.data.Dataset:
+    """``(tile, ok)`` for each element number k of ``elements``: a fresh permutation of the files every pass."""
+    positions = elements.map(lambda element: _epoch_position(element, len(index), seed, salt))
     return positions.map(decoder.decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+def shard_domain(index: DomainIndex, pipeline: int, pipelines: int) -> DomainIndex | None:
+    """The files that input pipeline ``pipeline`` of ``pipelines`` reads (multi-worker training).
+
+    Whole files go to one pipeline (all tiles of an image file, all records of a
+    TFRecord shard), largest first to the pipeline with the fewest tiles so far,
+    so the pipelines' shares differ by at most one file's tiles; a pure function
+    of the index. Returns ``index`` itself for one pipeline, and ``None`` when
+    the domain has fewer non-empty files than pipelines (the caller then splits
+    the single stream by element).
+    """
+    if pipelines == 1:
+        return index
+    if index.records:
+        tiles_per_file = {shard: count for shard, count in index.records.items() if count}
+    else:
+        tiles_per_file = {}
+        for source in index.sources:
+            tiles_per_file[source.path] = tiles_per_file.get(source.path, 0) + 1
+    if len(tiles_per_file) < pipelines:
+        return None
+    loads = [0] * pipelines
+    mine = set()
+    for path in sorted(tiles_per_file, key=lambda name: (-tiles_per_file[name], name)):
+        owner = min(range(pipelines), key=lambda number: (loads[number], number))
+        loads[owner] += tiles_per_file[path]
+        if owner == pipeline:
+            mine.add(path)
+    name = f"{index.name} (worker {pipeline + 1}/{pipelines})"
+    if index.records:
+        return dataclasses.replace(index, name=name, records={s: n for s, n in index.records.items() if s in mine},
+                                   record_slides={s: v for s, v in index.record_slides.items() if s in mine})
+    return dataclasses.replace(index, name=name, sources=[source for source in index.sources if source.path in mine])
 
 
 def make_train_dataset(he: DomainIndex, ki67: DomainIndex, batch_size: int, crop_size: int, seed: int,
                        augment_tiles: bool = True, start_element: int = 0,
-                       failures: DecodeFailures | None = None) -> tf.data.Dataset:
+                       failures: DecodeFailures | None = None,
+                       input_context: tf.distribute.InputContext | None = None) -> tf.data.Dataset:
     """Infinite dataset of ``(real_he, real_ki67, element)`` batches.
 
     ``real_he``, ``real_ki67``: float32 ``(B, crop, crop, 3)`` in [-1, 1];
-    ``element``: int64 ``(B,)``, every row the stream position of the batch's last
-    element (the model records it; training resumes at ``element + 1``).
+    ``element``: int64 ``(B,)``, every row the stream position of the last element
+    of the step (the model records it; training resumes at ``element + 1``).
 
     Args:
+        batch_size: the global batch size.
         start_element: index of the first element (the recorded position when resuming).
         failures: collects files that fail to decode (skipped; the run goes on).
+        input_context: one input pipeline of a multi-worker run (from
+            ``strategy.distribute_datasets_from_function``): it reads its share of
+            the files (:func:`shard_domain`, or every W-th element of a domain with
+            fewer files than workers) and yields per-replica batches
+            (``batch_size / replicas``); every replica of the worker gets one per
+            step, all marked with the step's last element. Elements are numbered
+            across pipelines (see the module docstring); ``start_element`` too.
     """
     failures = failures if failures is not None else DecodeFailures()
+    pipelines, pipeline = 1, 0
+    replica_batch = worker_batch = batch_size
+    if input_context is not None:
+        pipelines, pipeline = input_context.num_input_pipelines, input_context.input_pipeline_id
+        replica_batch = input_context.get_per_replica_batch_size(batch_size)
+        worker_batch = replica_batch * (input_context.num_replicas_in_sync // pipelines)
+    first = -(-start_element // pipelines)  # this pipeline's first local element (ceil)
+    local = tf.data.Dataset.counter(start=first)
+    stride = lambda element: element * pipelines + pipeline  # noqa: E731 - local element -> global element
     streams = []
     for salt, index in ((1, he), (2, ki67)):
+        shard = shard_domain(index, pipeline, pipelines)
+        if shard is None:
+            logger.info("%s: fewer files than the %d workers: worker %d takes every %d-th element of the stream",
+                        index.name, pipelines, pipeline + 1, pipelines)
         if index.records:
             decoder = RecordDecoder(index.name, failures, crop_size)
-            streams.append(record_stream(index, seed, salt, start_element).map(
-                decoder.decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True))
+            records = (record_stream(shard, seed, salt, first) if shard is not None
+                       else record_stream(index, seed, salt, first * pipelines).shard(pipelines, pipeline))
+            streams.append(records.map(decoder.decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True))
         else:
-            streams.append(_file_stream(index, TileDecoder(index, failures, crop_size), seed, salt, start_element))
+            source = shard if shard is not None else index
+            streams.append(_file_stream(source, TileDecoder(source, failures, crop_size), seed, salt,
+                                        local if shard is not None else local.map(stride)))
 
     def prepare(element, he_item, ki67_item):
         base = tf.stack([tf.constant(seed, tf.int64), element])
@@ -612,10 +682,13 @@ def make_train_dataset(he: DomainIndex, ki67: DomainIndex, batch_size: int, crop
     def mark_last(real_he, real_ki67, elements):
         return real_he, real_ki67, tf.fill(tf.shape(elements), elements[-1])
 
-    dataset = tf.data.Dataset.zip((tf.data.Dataset.counter(start=start_element), *streams))
+    dataset = tf.data.Dataset.zip((local.map(stride), *streams))
     dataset = dataset.filter(lambda element, he_item, ki67_item: tf.logical_and(he_item[1], ki67_item[1]))
     dataset = dataset.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return dataset.batch(batch_size, drop_remainder=True).map(mark_last).prefetch(tf.data.AUTOTUNE)
+    dataset = dataset.batch(worker_batch, drop_remainder=True).map(mark_last)
+    if replica_batch != worker_batch:  # the worker's replicas take consecutive per-replica batches
+        dataset = dataset.rebatch(replica_batch, drop_remainder=True)
+    return dataset.prefetch(tf.data.AUTOTUNE)
 
 
 def centre_crop(tile: np.ndarray, size: int) -> np.ndarray:

@@ -104,6 +104,16 @@ class CycleGAN(keras.Model):
         self.generator_optimizer.build(self.generator_variables)
         self.discriminator_optimizer.build(self.discriminator_variables)
 
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        """Skipped under MultiWorkerMirroredStrategy, where Keras 3.15 fails to build from a tuple batch.
+
+        Keras reduces one input batch over the replicas to build the model
+        symbolically; across workers that reduction rejects tuples. The four
+        networks are built when they are created, so nothing is left unbuilt.
+        """
+        if not isinstance(self.distribute_strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
     @property
     def metrics(self) -> list:
         # listed so that fit()/evaluate() reset them at each epoch
@@ -247,4 +257,8 @@ class CycleGAN(keras.Model):
     def _update(trackers: dict, values: dict) -> dict:
         for key, value in values.items():
             trackers[key].update_state(value)
-        return {key: tracker.result() for key, tracker in trackers.items()}
+        results = {key: tracker.result() for key, tracker in trackers.items()}
+        if isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
+            # Keras 3.15 averages step outputs across workers along axis 0, so they need one
+            results = {key: value[None] for key, value in results.items()}
+        return results

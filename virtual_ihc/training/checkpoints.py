@@ -46,10 +46,17 @@ def list_checkpoints(directory: str | Path) -> list[tuple[int, Path]]:
 
 
 class CheckpointManager:
-    """Saves and restores the training state of a ``CycleGAN`` under ``directory``."""
+    """Saves and restores the training state of a ``CycleGAN`` under ``directory``.
 
-    def __init__(self, directory: str | Path, model, keep: int = 0):
+    ``save_directory`` (default: ``directory``) is where :meth:`save` writes: the
+    non-chief workers of a multi-worker run restore the chief's checkpoints from
+    ``directory`` but write their own share of each save (every worker must take
+    part) to a throwaway folder.
+    """
+
+    def __init__(self, directory: str | Path, model, keep: int = 0, save_directory: str | Path | None = None):
         self.directory = Path(directory)
+        self.save_directory = Path(save_directory) if save_directory is not None else self.directory
         self.keep = keep
         self.model = model
         #: why the last epoch was not saved (non-finite state), or None
@@ -73,9 +80,9 @@ class CheckpointManager:
 
     def save(self, epoch: int, logs: dict | None = None) -> Path:
         """Write the state after ``epoch`` completed epochs (and its ``logs``); returns the checkpoint prefix."""
-        self.directory.mkdir(parents=True, exist_ok=True)
-        final = self.directory / f"epoch_{epoch:03d}"
-        tmp = self.directory / f".tmp_epoch_{epoch:03d}"
+        self.save_directory.mkdir(parents=True, exist_ok=True)
+        final = self.save_directory / f"epoch_{epoch:03d}"
+        tmp = self.save_directory / f".tmp_epoch_{epoch:03d}"
         shutil.rmtree(tmp, ignore_errors=True)
         self.epoch.assign(epoch)
         self.checkpoint.write(str(tmp / CHECKPOINT_PREFIX))
@@ -89,8 +96,9 @@ class CheckpointManager:
         return final / CHECKPOINT_PREFIX
 
     def _prune(self) -> None:
-        if self.keep > 0:
-            for _, prefix in list_checkpoints(self.directory)[:-self.keep]:
+        keep = self.keep if self.save_directory == self.directory else 1  # a throwaway folder keeps the last
+        if keep > 0:
+            for _, prefix in list_checkpoints(self.save_directory)[:-keep]:
                 shutil.rmtree(prefix.parent, ignore_errors=True)
 
     def non_finite_state(self) -> list[str]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import re
 import sys
 import typing
 
@@ -99,10 +100,17 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
     return resolve_config(file_values=file_values, cli_values=overrides)
 
 
+#: exit status of a multi-worker run that lost a worker: relaunch every worker with the same command
+EXIT_WORKER_LOST = 75  # EX_TEMPFAIL
+
+
 def run(args: argparse.Namespace) -> int:
+    import tensorflow as tf
+
     from virtual_ihc.data.pipeline import DataError
     from virtual_ihc.training.trainer import TrainingDivergedError, run_training
 
+    config = None
     try:
         config = config_from_args(args)
         result = run_training(config, resume=args.resume, overwrite=args.overwrite)
@@ -112,6 +120,14 @@ def run(args: argparse.Namespace) -> int:
     except TrainingDivergedError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.AbortedError) as error:
+        if config is None or config.train.distribute != "multiworker":
+            raise
+        first_line = re.sub(r"\{\{.*?\}\}\s*", "", str(error)).strip().split("\n")[0] or type(error).__name__
+        print(f"error: a worker of the cluster was lost ({first_line}). Relaunch every worker with the same "
+              f"command: training resumes from the last checkpoint in {config.run_dir / 'checkpoints'} "
+              f"(exit status {EXIT_WORKER_LOST}; docs/distributed.md)", file=sys.stderr)
+        return EXIT_WORKER_LOST
     run_dir = result.run_dir
     epochs = f"{result.epochs_completed} epoch{'s' if result.epochs_completed != 1 else ''}"
     print(f"\nTrained {epochs} x {result.steps_per_epoch} steps on {result.replicas} replica(s). "

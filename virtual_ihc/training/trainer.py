@@ -15,8 +15,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
+import json
 import logging
+import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import keras
@@ -62,6 +66,7 @@ class TrainingResult:
     replicas: int
     consistency: object = None  # ConsistencySummary of the last epoch (None without the pathology guard)
     flagged_epochs: dict = dataclasses.field(default_factory=dict)  # epoch -> pathology guard flags
+    model: object = None  # the trained CycleGAN, for callers that go on using it
 
 
 def select_strategy(mode: str) -> tf.distribute.Strategy:
@@ -69,12 +74,75 @@ def select_strategy(mode: str) -> tf.distribute.Strategy:
 
     ``mirrored`` forces MirroredStrategy over all GPUs, or over all logical CPU
     devices when there is no GPU (what the multi-replica tests use).
+    ``multiworker``: :func:`multi_worker_strategy` (call before TensorFlow initialises its devices).
     """
+    if mode == "multiworker":
+        return multi_worker_strategy()
     gpus = tf.config.list_logical_devices("GPU")
     if mode == "none" or (mode == "auto" and len(gpus) <= 1):
         return tf.distribute.get_strategy()
     devices = [device.name for device in (gpus or tf.config.list_logical_devices("CPU"))]
     return tf.distribute.MirroredStrategy(devices=devices)
+
+
+def multi_worker_strategy() -> tf.distribute.MultiWorkerMirroredStrategy:
+    """``MultiWorkerMirroredStrategy`` over the cluster that ``TF_CONFIG`` describes.
+
+    ``TF_CONFIG`` is the standard cluster spec (set by TFJob, Vertex AI, or a
+    SLURM script: docs/distributed.md), e.g.
+    ``{"cluster": {"worker": ["host0:12345", "host1:12345"]}, "task": {"type": "worker", "index": 0}}``.
+    Every worker uses its GPUs (or its CPU); the call waits until all workers are up.
+
+    Raises:
+        ConfigError: ``TF_CONFIG`` missing or malformed, or TensorFlow already initialised in this process.
+    """
+    raw = os.environ.get("TF_CONFIG", "")
+    if not raw.strip():
+        raise ConfigError("--distribute multiworker: the TF_CONFIG environment variable is not set; it names the "
+                          'workers and this one\'s task, e.g. {"cluster": {"worker": ["host0:12345", '
+                          '"host1:12345"]}, "task": {"type": "worker", "index": 0}} (docs/distributed.md)')
+    try:
+        spec = json.loads(raw)
+    except json.JSONDecodeError as error:
+        raise ConfigError(f"--distribute multiworker: TF_CONFIG is not valid JSON ({error}): {raw!r}") from error
+    cluster, task = (spec.get("cluster"), spec.get("task")) if isinstance(spec, dict) else (None, None)
+    if not isinstance(cluster, dict) or not (cluster.get("worker") or cluster.get("chief")):
+        raise ConfigError(f"--distribute multiworker: TF_CONFIG has no cluster with 'worker' (or 'chief') tasks: {raw!r}")
+    if not isinstance(task, dict) or task.get("type") not in cluster or \
+            not 0 <= int(task.get("index", -1)) < len(cluster[task["type"]]):
+        raise ConfigError(f"--distribute multiworker: TF_CONFIG's task must name a type and an index of its "
+                          f"cluster: {raw!r}")
+    try:
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    except RuntimeError as error:  # collective ops must be configured before the eager context starts
+        raise ConfigError(f"--distribute multiworker must start in a fresh process, before TensorFlow runs "
+                          f"anything: {error}") from error
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """Whether this process writes the run's outputs: the ``chief`` task, else worker 0 (always true off a cluster)."""
+    resolver = strategy.cluster_resolver
+    if resolver is None or resolver.task_type is None:
+        return True
+    jobs = resolver.cluster_spec().as_dict()
+    return resolver.task_type == "chief" or (resolver.task_type == "worker" and resolver.task_id == 0
+                                             and "chief" not in jobs)
+
+
+def check_workers_agree(strategy: tf.distribute.Strategy, values: dict[str, int]) -> None:
+    """Raise unless every worker of a multi-worker run holds the same ``values`` (epochs, steps, position).
+
+    Workers that disagree would issue different numbers of collective operations and hang; this
+    catches, e.g., a run directory that is not shared (only the chief would find the checkpoints).
+    """
+    local = tf.constant([list(values.values())], tf.int64)
+    gathered = strategy.gather(strategy.experimental_distribute_values_from_function(lambda context: local),
+                               axis=0).numpy()
+    if (gathered != gathered[:1]).any():
+        rows = "; ".join(f"replica {number}: " + ", ".join(f"{key} {value}" for key, value in zip(values, row))
+                         for number, row in enumerate(gathered.tolist()))
+        raise ConfigError(f"the workers disagree ({rows}): every worker must run the same command on a run "
+                          "directory shared by all of them (docs/distributed.md)")
 
 
 @contextlib.contextmanager
@@ -161,6 +229,15 @@ def resolve_domains(config: ExperimentConfig, run_dir: Path) -> tuple[DomainInde
 def run_training(config: ExperimentConfig, resume: bool = False, overwrite: bool = False) -> TrainingResult:
     """Train (or resume) a run as configured; returns where everything went.
 
+    With ``--distribute multiworker`` every worker of the cluster calls this with
+    the same configuration. The chief writes the run directory (which must be on
+    storage shared by all workers); the other workers read its checkpoints and
+    write their share of each checkpoint (every worker takes part in saving) and
+    their logs to a temporary folder, removed at the end. A run directory that
+    holds checkpoints is resumed without ``resume`` (so relaunching the same
+    command after a lost worker continues from the last checkpoint), unless
+    ``overwrite``.
+
     Raises:
         ConfigError: invalid options, or a run directory that already holds
             checkpoints without ``resume``/``overwrite``.
@@ -169,61 +246,107 @@ def run_training(config: ExperimentConfig, resume: bool = False, overwrite: bool
         TrainingDivergedError: non-finite losses or weights (the last finite checkpoint and
             the export are left as they were).
     """
+    multiworker = config.train.distribute == "multiworker"
+    if multiworker:
+        validate_config(config)  # the option errors before waiting for the cluster
+    strategy = select_strategy(config.train.distribute)  # first: the multi-worker strategy needs a fresh TensorFlow
+    chief = is_chief(strategy)
     run_dir = config.run_dir
     checkpoint_dir = run_dir / "checkpoints"
     has_checkpoint = bool(list_checkpoints(checkpoint_dir))
     if resume and not has_checkpoint:
         raise FileNotFoundError(f"--resume: no checkpoint in {checkpoint_dir}")
+    if has_checkpoint and not resume and not overwrite and multiworker:
+        logger.info("%s holds checkpoints: resuming the multi-worker run from the latest", checkpoint_dir)
+        resume = True
     if has_checkpoint and not resume:
         if not overwrite:
             raise ConfigError(f"{run_dir} already holds checkpoints: pass --resume to continue it, "
                               "--overwrite to start again, or choose another --out/--name")
-        for sub in ("checkpoints", "logs", "samples", "export"):
-            shutil.rmtree(run_dir / sub, ignore_errors=True)
-        (run_dir / "history.csv").unlink(missing_ok=True)
+        if chief:
+            for sub in ("checkpoints", "logs", "samples", "export"):
+                shutil.rmtree(run_dir / sub, ignore_errors=True)
+            (run_dir / "history.csv").unlink(missing_ok=True)
 
-    remove_orphaned_temporaries(run_dir)  # images of a killed earlier run
-    remove_tile_cache(run_dir / TILE_CACHE)  # of a crashed earlier run
-    strategy = select_strategy(config.train.distribute)
     replicas = strategy.num_replicas_in_sync
     validate_config(config, num_replicas=replicas)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    keras.utils.set_random_seed(config.train.seed)
+    if chief:
+        write_dir = run_dir
+        remove_orphaned_temporaries(run_dir)  # images of a killed earlier run
+        remove_tile_cache(run_dir / TILE_CACHE)  # of a crashed earlier run
+    else:
+        task = strategy.cluster_resolver
+        write_dir = Path(tempfile.mkdtemp(prefix=f"virtual_ihc_{task.task_type}{task.task_id}_"))
+        logger.info("%s %d: the chief writes %s; this worker's share of the checkpoints and its logs go to %s "
+                    "(removed at the end)", task.task_type, task.task_id, run_dir, write_dir)
+    try:
+        return _train(config, strategy, chief, write_dir, resume)
+    finally:
+        if not chief:
+            shutil.rmtree(write_dir, ignore_errors=True)
 
-    he, ki67, he_val, ki67_val = resolve_domains(config, run_dir)
+
+def _train(config: ExperimentConfig, strategy: tf.distribute.Strategy, chief: bool, write_dir: Path,
+           resume: bool) -> TrainingResult:
+    """:func:`run_training` after the strategy and the run directory are settled.
+
+    Reads checkpoints from the run directory, writes everything to ``write_dir``
+    (the run directory itself, except on non-chief workers), exports on the chief only.
+    """
+    run_dir = config.run_dir
+    write_dir.mkdir(parents=True, exist_ok=True)
+    keras.utils.set_random_seed(config.train.seed)
+    replicas = strategy.num_replicas_in_sync
+    multiworker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+
+    he, ki67, he_val, ki67_val = resolve_domains(config, write_dir)
     train = config.train
     steps_per_epoch = train.steps_per_epoch or default_steps_per_epoch(he, ki67, train.batch_size)
     config.train.steps_per_epoch = steps_per_epoch
-    config.save(run_dir / "config.json")
+    config.save(write_dir / "config.json")
 
     with strategy.scope():
         model = build_cycle_gan(config)
         compile_cycle_gan(model, config, steps_per_epoch)
-        manager = CheckpointManager(checkpoint_dir, model, keep=train.keep_checkpoints)
+        manager = CheckpointManager(run_dir / "checkpoints", model, keep=train.keep_checkpoints,
+                                    save_directory=write_dir / "checkpoints")
     initial_epoch = manager.restore() if resume else 0
-    if resume:
-        reconcile_history(run_dir / "history.csv", checkpoint_dir, initial_epoch)
+    if resume and chief:
+        reconcile_history(run_dir / "history.csv", run_dir / "checkpoints", initial_epoch)
     if initial_epoch >= train.epochs:
         logger.warning("run already has %d epochs (asked for %d): nothing to train", initial_epoch, train.epochs)
     start_element = int(model.next_element.numpy())
     if initial_epoch and not start_element:  # a checkpoint from before the position was recorded
         start_element = initial_epoch * steps_per_epoch * train.batch_size
+    if multiworker:
+        check_workers_agree(strategy, {"restored epoch": initial_epoch, "next element": start_element,
+                                       "epochs": train.epochs, "steps per epoch": steps_per_epoch,
+                                       "batch size": train.batch_size})
 
     failures = DecodeFailures()
     crop = config.data.crop_size
-    train_dataset = make_train_dataset(he, ki67, train.batch_size, crop, train.seed, config.data.augment,
-                                       start_element=start_element, failures=failures)
+    make_train = functools.partial(make_train_dataset, he, ki67, train.batch_size, crop, train.seed,
+                                   config.data.augment, start_element=start_element, failures=failures)
     val_he, val_ki67 = load_validation_tiles(he_val, ki67_val, crop, config.data.max_val_tiles, failures)
-    val_dataset = make_validation_dataset(val_he, val_ki67, train.batch_size)
+    if multiworker:  # one input pipeline per worker, each with its share of the files and of the global batch
+        train_dataset = strategy.distribute_datasets_from_function(
+            lambda context: make_train(input_context=context))
+        # every worker validates on all tiles (the metrics are averaged over the workers)
+        val_dataset = strategy.distribute_datasets_from_function(
+            lambda context: make_validation_dataset(val_he, val_ki67,
+                                                    context.get_per_replica_batch_size(train.batch_size)))
+    else:
+        train_dataset = make_train()
+        val_dataset = make_validation_dataset(val_he, val_ki67, train.batch_size)
     samples = [tiles[:train.sample_images].astype(np.float32) / 127.5 - 1.0 for tiles in (val_he, val_ki67)]
     guard = PathologyGuard(val_he, val_ki67) if train.pathology_guard else None
     callbacks = [
         LearningRateLogger(model.generator_optimizer),
         *([guard] if guard is not None else []),
         EpochCheckpoint(manager),
-        SampleImages(*samples, run_dir / "samples", run_dir / "logs"),
-        keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=resume),
-        keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs"), write_graph=False),
+        SampleImages(*samples, write_dir / "samples", write_dir / "logs"),
+        keras.callbacks.CSVLogger(str(write_dir / "history.csv"), append=resume),
+        keras.callbacks.TensorBoard(log_dir=str(write_dir / "logs"), write_graph=False),
         DecodeFailureReport(failures),
     ]
     if progress_mode(train.verbose):
@@ -232,20 +355,20 @@ def run_training(config: ExperimentConfig, resume: bool = False, overwrite: bool
         history = model.fit(train_dataset, epochs=train.epochs, initial_epoch=initial_epoch,
                             steps_per_epoch=steps_per_epoch, validation_data=val_dataset,
                             callbacks=callbacks, verbose=0, shuffle=False)
-    remove_tile_cache(run_dir / TILE_CACHE)
+    remove_tile_cache(write_dir / TILE_CACHE)
     if manager.refused:
         raise TrainingDivergedError(manager.refused)
     exports = {}
-    if train.export:
+    if train.export and chief:
         exports = export_generators({"he_to_ki67": model.generator_he_to_ki67,
                                      "ki67_to_he": model.generator_ki67_to_he}, run_dir / "export",
-                                    tile_size=crop, mpp=config.data.mpp)
+                                    tile_size=crop, mpp=config.data.mpp, precision=train.export_precision)
     skipped = {**he.skipped, **ki67.skipped, **he_val.skipped, **ki67_val.skipped}
     return TrainingResult(run_dir=run_dir, epochs_completed=max(initial_epoch, train.epochs),
                           steps_per_epoch=steps_per_epoch, history=history.history, exports=exports,
                           skipped_files=skipped, decode_failures=failures.count, replicas=replicas,
                           consistency=guard.summary if guard is not None else None,
-                          flagged_epochs=guard.flagged_epochs if guard is not None else {})
+                          flagged_epochs=guard.flagged_epochs if guard is not None else {}, model=model)
 
 
 def load_generators(run_dir: str | Path, epoch: int | None = None) -> dict[str, keras.Model]:
