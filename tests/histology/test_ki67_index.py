@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from virtual_ihc.data.synthetic import render_pair
-from virtual_ihc.histology.ki67_index import TileIndex, index_over_nuclei, slide_indices, slide_of, tile_index
+from virtual_ihc.histology.ki67_index import TileIndex, slide_indices, slide_of, tile_index
 from virtual_ihc.histology.nuclei import segment_nuclei
 
 
