@@ -26,6 +26,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+if __name__ == "__main__":  # as a command: TensorFlow's start-up lines are dropped before the imports below load it
+    from virtual_ihc.cli import import_tensorflow_quietly
+
+    import_tensorflow_quietly()
+
 from virtual_ihc.config import ConfigError, ExperimentConfig, load_config_file, resolve_config
 from virtual_ihc.data.synthetic import write_sample_dataset
 from virtual_ihc.evaluation.cli import run_and_report
@@ -172,11 +177,13 @@ def run_ablation(args: argparse.Namespace, train: Callable[..., object] | None =
 
 
 def main(argv: list[str] | None = None) -> int:
+    from virtual_ihc.cli import configure_logging
+
     parser = argparse.ArgumentParser(prog="python -m virtual_ihc.experiments.ablation",
                                      description=__doc__.splitlines()[0])
     configure_parser(parser)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()
     return run_and_report(lambda: run_ablation(args),
                           f"Ablation of {', '.join(args.variants)} in {args.out}/; evaluation:")
 
