@@ -67,8 +67,9 @@ class LossConfig:
     structure_weight: float = _field(0.0, "weight of the nuclear structure loss: 1 - correlation of the nuclear "
                                           "(hematoxylin + DAB) maps of each tile and its translation, both "
                                           "directions (0 = off, the paper)")
-    positivity_weight: float = _field(0.0, "weight of the positivity loss: the virtual Ki-67 batch has as many "
-                                           "DAB-positive (brown) pixels as the real Ki-67 batch (0 = off, the paper)")
+    positivity_weight: float = _field(0.0, "weight of the positivity loss: the virtual Ki-67 batch has the real "
+                                           "Ki-67 batch's share of pixels above each of four DAB levels, faint to "
+                                           "dark brown (0 = off, the paper)")
 
 
 @dataclasses.dataclass
