@@ -19,7 +19,7 @@ expected share of positive nuclei over all nuclei is ``positive_fraction``.
 The layout is stained by Beer-Lambert mixing with the stain colours *as seen* in
 real slides: each stain's optical-density vector is written as the
 ``skimage.color.rgb2hed`` amounts (hematoxylin, eosin, DAB) it reads as, measured on
-real 20x H&E and Ki-67 tiles (``../shared/realdata``, halved). A real eosin reads as
+real 20x H&E and Ki-67 tiles (tiatoolbox, stardist and DeepLIIF samples, halved). A real eosin reads as
 eosin plus DAB, a real IHC counterstain as hematoxylin minus some eosin; rendering
 with these vectors reproduces the colour statistics of real tissue rather than those
 of the textbook vectors:

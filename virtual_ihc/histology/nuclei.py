@@ -21,7 +21,7 @@ density in log10 units):
    watershed on the distance transform (peaks ``min_distance`` apart).
 
 The defaults were checked by eye on real tissue: the DeepLIIF Ki-67 tiles and the
-tiatoolbox / stardist H&E images of ``../shared/realdata`` halved to 20x, and
+tiatoolbox / stardist sample H&E images, halved to 20x, and
 ``skimage.data.immunohistochemistry()``. They find the pale blue counterstained nuclei
 as well as the brown ones; a plain Otsu threshold on hematoxylin + DAB (this project's
 first version) found only the brown ones and read every real Ki-67 tile as about 100 %
