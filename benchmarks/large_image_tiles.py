@@ -37,7 +37,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from virtual_ihc.data.io import read_image_rgb, write_image_rgb  # noqa: E402
+from virtual_ihc.io.images import read_image_rgb, write_image_rgb  # noqa: E402
 from virtual_ihc.data.pipeline import DecodeFailures, TileDecoder, index_domain  # noqa: E402
 from virtual_ihc.data.synthetic import make_layout, render_he  # noqa: E402
 

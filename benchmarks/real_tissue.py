@@ -45,7 +45,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 
-from virtual_ihc.data.io import list_images, read_image_rgb, write_image_rgb  # noqa: E402
+from virtual_ihc.io.images import list_images, read_image_rgb, write_image_rgb  # noqa: E402
 
 REALDATA = REPOSITORY.parent / "shared" / "realdata"
 GAP = 16  # pixels between an image's training part and its held-out band
@@ -129,7 +129,7 @@ def split_he(image: np.ndarray, fraction: float, crop: int) -> tuple[np.ndarray 
 
 def cut_tiles(region: np.ndarray, size: int) -> list[np.ndarray]:
     """Tiles of ``size`` covering ``region`` (the last row and column aligned to its far edges)."""
-    from virtual_ihc.data.tiling import tile_starts
+    from virtual_ihc.grid import tile_starts
 
     if min(region.shape[:2]) < size:
         return []
@@ -169,9 +169,9 @@ def prepare(args: argparse.Namespace, out: Path) -> dict:
 
 def stain(generator, image: np.ndarray) -> np.ndarray:
     """One uint8 image through a generator (float [-1, 1] in and out)."""
-    from virtual_ihc.training.guard import to_uint8
+    from virtual_ihc.pixels import uint8_to_unit, unit_to_uint8
 
-    return to_uint8(generator(image[None].astype(np.float32) / 127.5 - 1.0, training=False))[0]
+    return unit_to_uint8(generator(uint8_to_unit(image[None]), training=False)).numpy()[0]
 
 
 def grid_tiles(tiles: list[np.ndarray], count: int = 8) -> list[np.ndarray]:

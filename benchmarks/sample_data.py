@@ -35,7 +35,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from virtual_ihc.data.io import list_images, read_image_rgb, write_image_rgb  # noqa: E402
+from virtual_ihc.io.images import list_images, read_image_rgb, write_image_rgb  # noqa: E402
 from virtual_ihc.data.synthetic import render_pair, sample_tiles, write_sample_dataset  # noqa: E402
 from virtual_ihc.evaluation.consistency import glass_mask, stain_statistics  # noqa: E402
 from virtual_ihc.histology.nuclei import NucleusOptions, mean_per_nucleus, segment_nuclei  # noqa: E402

@@ -95,7 +95,7 @@ def child_stain(args) -> dict:
 
 def child_bare(args) -> dict:
     """(a): the same SavedModel on ``--tiles`` tissue tiles of the slide, held in memory."""
-    from virtual_ihc.slides.reader import open_slide, read_downsampled
+    from virtual_ihc.io.slides import open_slide, read_downsampled
     from virtual_ihc.inference.model import StainModel
     from virtual_ihc.inference.stitching import TileLayout
     from virtual_ihc.inference.whole_slide import overview_downsample, tissue_tiles
@@ -141,7 +141,7 @@ def child_psnr(args) -> dict:
 
 def overlap_extra(slide_path: Path, args) -> dict:
     """Tiles with tissue at the default overlap and at overlap 0 (same mask)."""
-    from virtual_ihc.slides.reader import open_slide, read_downsampled
+    from virtual_ihc.io.slides import open_slide, read_downsampled
     from virtual_ihc.inference.stitching import StitchOptions, TileLayout
     from virtual_ihc.inference.whole_slide import overview_downsample, tissue_tiles
 
@@ -170,7 +170,8 @@ def run_child(kind: str, args, **values) -> dict:
 
 
 def make_slide(path: Path, size: int, tissue: float, seed: int) -> Path:
-    from virtual_ihc.slides.synthetic_slides import blob_tissue_renderer, write_pyramidal_tiff
+    from virtual_ihc.io.tiff_pyramid import write_pyramidal_tiff
+    from virtual_ihc.slides.synthetic_slides import blob_tissue_renderer
 
     return write_pyramidal_tiff(path, (size, size), blob_tissue_renderer(size, size, seed=seed,
                                                                          tissue_fraction=tissue), mpp=0.5)

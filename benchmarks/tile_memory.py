@@ -28,7 +28,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from virtual_ihc.slides.synthetic_slides import blob_tissue_renderer, write_pyramidal_tiff  # noqa: E402
+from virtual_ihc.io.tiff_pyramid import write_pyramidal_tiff  # noqa: E402
+from virtual_ihc.slides.synthetic_slides import blob_tissue_renderer  # noqa: E402
 
 LIMIT_MB = 1024
 

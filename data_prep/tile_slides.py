@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from data_prep import add_tile_arguments, command_main, tiling_options
-from virtual_ihc.data.io import read_image_rgb
+from virtual_ihc.io.images import read_image_rgb
 from virtual_ihc.slides.splits import STAINS, TEST_FRACTION, entries_from_paths, read_slide_table
 from virtual_ihc.histology.normalization import METHODS, StainNormalizer
 from virtual_ihc.slides.tiling import FORMATS, TilingOptions, format_summary, tile_slides

@@ -44,11 +44,10 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
+from virtual_ihc.pixels import padding_to_multiple, uint8_to_unit, unit_to_uint8
+
 logger = logging.getLogger(__name__)
 
-#: the generators' required size multiple for the default 3 downsamplings
-#: (:func:`size_multiple_of` gives any generator's)
-SIZE_MULTIPLE = 8
 DIRECTIONS = ("he_to_ki67", "ki67_to_he")
 #: compute precision of an export -> Keras dtype policy of its layers (output layers stay float32)
 PRECISIONS = {"float32": "float32", "bfloat16": "mixed_bfloat16"}
@@ -70,16 +69,6 @@ SERVING_ERRORS = {
     "undecodable bytes (serve_encoded)": "InvalidArgumentError from the image decoder",
     "grey or RGBA encoded images (serve_encoded)": "accepted: grey is repeated to RGB, alpha is dropped",
 }
-
-
-def uint8_to_unit(images: tf.Tensor) -> tf.Tensor:
-    """uint8 [0, 255] -> float32 [-1, 1]."""
-    return tf.cast(images, tf.float32) / 127.5 - 1.0
-
-
-def unit_to_uint8(images: tf.Tensor) -> tf.Tensor:
-    """float [-1, 1] -> uint8 [0, 255], rounded."""
-    return tf.cast(tf.round(tf.clip_by_value((tf.cast(images, tf.float32) + 1.0) * 127.5, 0.0, 255.0)), tf.uint8)
 
 
 def size_multiple_of(generator: keras.Model) -> int:
@@ -123,8 +112,7 @@ class GeneratorServingModule(tf.Module):
         tf.debugging.assert_greater_equal(
             tf.minimum(height, width), self.min_size,
             message=f"images must be at least {self.min_size} pixels high and wide")
-        pad_h = (-height) % self.size_multiple
-        pad_w = (-width) % self.size_multiple
+        pad_h, pad_w = padding_to_multiple(height, width, self.size_multiple)
         padded = tf.pad(uint8_to_unit(images), [[0, 0], [0, pad_h], [0, pad_w], [0, 0]], mode="REFLECT")
         output = self.generator(padded, training=False)[:, :height, :width, :]
         return unit_to_uint8(output)

@@ -4,7 +4,7 @@ import pytest
 import tensorflow as tf
 import tifffile
 
-from virtual_ihc.data.io import write_image_rgb
+from virtual_ihc.io.images import write_image_rgb
 from virtual_ihc.data.pipeline import (DataError, DecodeFailures, TileDecoder, _epoch_position, augment,
                                        index_domain, load_validation_tiles, make_train_dataset, split_validation)
 from virtual_ihc.data.synthetic import sample_tiles
@@ -118,8 +118,8 @@ def test_validation_split_is_by_file(tmp_path):
 
 
 def test_tfrecord_shards_are_a_domain_like_a_folder_of_tiles(tmp_path):
-    from virtual_ihc.data.io import encode_png
-    from virtual_ihc.data.tfrecords import TileRecord, write_tile_shard
+    from virtual_ihc.io.images import encode_png
+    from virtual_ihc.io.tfrecords import TileRecord, write_tile_shard
 
     tiles = sample_tiles("ki67", 6, TILE, seed=4)
     for shard in range(2):
@@ -143,7 +143,7 @@ def test_tfrecord_shards_are_a_domain_like_a_folder_of_tiles(tmp_path):
 def _fake_record_domain(folder, slides, shards_per_slide, per_shard):
     """Shards named ``<slide>-<chunk>`` as data_prep writes them; the tiles are placeholders (never decoded)."""
     from virtual_ihc.data.pipeline import index_records
-    from virtual_ihc.data.tfrecords import TileRecord, write_tile_shard
+    from virtual_ihc.io.tfrecords import TileRecord, write_tile_shard
 
     for slide in range(slides):
         for chunk in range(shards_per_slide):
@@ -153,7 +153,7 @@ def _fake_record_domain(folder, slides, shards_per_slide, per_shard):
 
 
 def _record_keys(dataset, count):
-    from virtual_ihc.data.tfrecords import SLIDE_KEY, X_KEY, Y_KEY
+    from virtual_ihc.io.tfrecords import SLIDE_KEY, X_KEY, Y_KEY
 
     spec = {SLIDE_KEY: tf.io.FixedLenFeature([], tf.string), X_KEY: tf.io.FixedLenFeature([], tf.int64),
             Y_KEY: tf.io.FixedLenFeature([], tf.int64)}

@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from virtual_ihc.cli import main
 from virtual_ihc.config import ExperimentConfig, resolve_config
-from virtual_ihc.data.io import read_image_rgb, write_image_rgb
+from virtual_ihc.io.images import read_image_rgb, write_image_rgb
 from virtual_ihc.data.synthetic import write_sample_dataset
 from virtual_ihc.evaluation.evaluator import EvaluationOptions, evaluate_models, resolve_data
 from virtual_ihc.evaluation.models import run_entries, variant_name

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from virtual_ihc.data.io import read_image_rgb
+from virtual_ihc.io.images import read_image_rgb
 from virtual_ihc.evaluation.figures import image_grid
 
 

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 from skimage.color import rgb2gray
 
-from virtual_ihc.data.io import read_image_rgb, write_image_rgb
+from virtual_ihc.io.images import read_image_rgb, write_image_rgb
 from virtual_ihc.data.synthetic import make_layout, render_he
 from virtual_ihc.export import export_saved_model
 from virtual_ihc.histology.tissue import is_colourless, tissue_mask

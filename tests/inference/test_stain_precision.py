@@ -7,7 +7,7 @@ from skimage.metrics import peak_signal_noise_ratio
 
 from virtual_ihc.cli import main
 from virtual_ihc.config import GeneratorConfig
-from virtual_ihc.data.io import read_image_rgb, write_image_rgb
+from virtual_ihc.io.images import read_image_rgb, write_image_rgb
 from virtual_ihc.data.synthetic import make_layout, render_he, sample_tiles
 from virtual_ihc.export import export_generators
 from virtual_ihc.inference.model import ModelNotFoundError, StainModel, keras_generator_path

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from virtual_ihc import cli
-from virtual_ihc.data.io import read_image_rgb, write_image_rgb
+from virtual_ihc.io.images import read_image_rgb, write_image_rgb
 from virtual_ihc.data.synthetic import sample_tiles
 from virtual_ihc.nst import cli as nst_cli
 from virtual_ihc.nst.config import NSTConfig

@@ -96,7 +96,7 @@ def test_dense_step_improves_on_affine_which_improves_on_nothing(registered):
 
 @pytest.mark.slow
 def test_paired_tiles_share_names_and_show_the_same_nuclei(synthetic_pair, registered):
-    from virtual_ihc.data.io import read_image_rgb
+    from virtual_ihc.io.images import read_image_rgb
     from virtual_ihc.slides.registration import nuclear_density
 
     he_names = sorted(path.name for path in (registered / "pairs" / "he").glob("*.png"))

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from virtual_ihc.histology.tissue import tissue_mask
-from virtual_ihc.slides.reader import open_slide
+from virtual_ihc.io.slides import open_slide
 from virtual_ihc.slides.registration import normalized_cross_correlation, nuclear_density
 from virtual_ihc.slides.synthetic_slides import (consecutive_sections, elastic_field, section_mask,
                                                  write_consecutive_section_slides)

@@ -6,10 +6,9 @@ import numpy as np
 import pytest
 
 from data_prep.tile_slides import main as tile_main
-from virtual_ihc.data.io import read_image_rgb, write_image_rgb
+from virtual_ihc.io.images import read_image_rgb, write_image_rgb
 from virtual_ihc.slides.splits import SlideEntry, entries_from_paths
-from virtual_ihc.slides.tiling import (TilingOptions, grid_tissue_fractions, plan_slide, read_manifest,
-                                         tile_slides)
+from virtual_ihc.slides.tiling import TilingOptions, plan_slide, read_manifest, tile_slides
 
 #: tissue box (x0, y0, x1, y1) in level-0 pixels of a 1536 x 1024 slide scanned at 0.25 µm/px
 BOX = (256, 128, 1024, 768)
@@ -28,13 +27,6 @@ def box_fraction(x: int, y: int, size: int, downsample: float = 2.0) -> float:
     overlap_x = max(0.0, min(x + size, x1) - max(x, x0))
     overlap_y = max(0.0, min(y + size, y1) - max(y, y0))
     return overlap_x * overlap_y / size ** 2
-
-
-def test_grid_tissue_fractions_counts_mask_pixels_under_each_tile():
-    mask = np.zeros((8, 8), bool)
-    mask[:4, :2] = True
-    fractions = grid_tissue_fractions(mask, [(0, 0), (16, 0), (0, 16), (4, 8)], tile_size=16, mask_downsample=4)
-    np.testing.assert_allclose(fractions, [0.5, 0.0, 0.0, 0.125])
 
 
 def test_plan_keeps_tissue_tiles_and_rejects_background(slide_path):

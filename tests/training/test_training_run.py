@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def data_with_corrupt_tiles(tmp_path_factory):
     """Tile folders whose training side holds truncated PNGs (indexed fine, failing to decode)."""
-    from virtual_ihc.data.io import write_image_rgb
+    from virtual_ihc.io.images import write_image_rgb
     from virtual_ihc.data.synthetic import sample_tiles
 
     root = tmp_path_factory.mktemp("data")
@@ -246,9 +246,9 @@ def test_tfrecord_folders_and_a_four_downsampling_generator_train_and_export_end
     import tensorflow as tf
 
     from tests_support import tiny_config_for
-    from virtual_ihc.data.io import encode_png
+    from virtual_ihc.io.images import encode_png
     from virtual_ihc.data.synthetic import sample_tiles
-    from virtual_ihc.data.tfrecords import TileRecord, write_tile_shard
+    from virtual_ihc.io.tfrecords import TileRecord, write_tile_shard
     from virtual_ihc.export import read_model_metadata
 
     for stain in ("he", "ki67"):

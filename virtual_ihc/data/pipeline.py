@@ -60,9 +60,10 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from virtual_ihc.data.io import TIFF_EXTENSIONS, ImageReadError, list_images, read_image_rgb, temporary_path
-from virtual_ihc.data.tiling import tile_grid
+from virtual_ihc.io.images import TIFF_EXTENSIONS, ImageReadError, list_images, read_image_rgb, temporary_path
+from virtual_ihc.grid import tile_grid, tile_tissue_fractions
 from virtual_ihc.histology.tissue import tissue_signal
+from virtual_ihc.pixels import uint8_to_unit
 
 logger = logging.getLogger(__name__)
 
@@ -145,17 +146,12 @@ def _image_size(path: Path) -> tuple[int, int]:
 
 def _tissue_tiles(image: np.ndarray, path: Path, tile_size: int, overlap: int,
                   min_tissue: float) -> list[TileSource]:
-    """Grid tiles of a large image whose tissue fraction is at least ``min_tissue``."""
+    """Grid tiles of a large image whose tissue fraction, at full resolution, is at least ``min_tissue``."""
     signal, floor = tissue_signal(image)  # saturation; darkness for a grayscale image
-    tissue = (signal > floor).astype(np.float64)
-    integral = np.pad(tissue, ((1, 0), (1, 0))).cumsum(0).cumsum(1)
-    sources = []
-    for y, x in tile_grid(image.shape[0], image.shape[1], tile_size, overlap):
-        area = (integral[y + tile_size, x + tile_size] - integral[y, x + tile_size]
-                - integral[y + tile_size, x] + integral[y, x])
-        if area / tile_size ** 2 >= min_tissue:
-            sources.append(TileSource(str(path), y, x, tile_size))
-    return sources
+    corners = tile_grid(image.shape[0], image.shape[1], tile_size, overlap)
+    fractions = tile_tissue_fractions(signal > floor, corners, tile_size)
+    return [TileSource(str(path), y, x, tile_size) for (y, x), fraction in zip(corners, fractions)
+            if fraction >= min_tissue]
 
 
 def _region_source(path: Path, image: np.ndarray, cache_dir: Path) -> str:
@@ -166,7 +162,7 @@ def _region_source(path: Path, image: np.ndarray, cache_dir: Path) -> str:
     conversion); anything else is decoded once (``image``) into ``cache_dir``.
     """
     if path.suffix.lower() in TIFF_EXTENSIONS:
-        from virtual_ihc.slides.reader import open_slide
+        from virtual_ihc.io.slides import open_slide
 
         try:
             with open_slide(path) as slide:
@@ -256,7 +252,7 @@ def index_domain(folder: str | Path, name: str, tile_size: int, overlap: int, mi
 
 def _shard_slides(shard: str) -> tuple[int, tuple[str, ...]]:
     """Number of records in a shard and the slide ids they name (read once, at indexing)."""
-    from virtual_ihc.data.tfrecords import SLIDE_KEY
+    from virtual_ihc.io.tfrecords import SLIDE_KEY
 
     spec = {SLIDE_KEY: tf.io.FixedLenFeature([], tf.string, default_value="")}
     records = tf.data.TFRecordDataset(shard).ignore_errors()
@@ -273,7 +269,7 @@ def _shard_slides(shard: str) -> tuple[int, tuple[str, ...]]:
 
 def index_records(folder: Path, name: str) -> DomainIndex | None:
     """A domain of TFRecord shards, or ``None`` when ``folder`` holds none."""
-    from virtual_ihc.data.tfrecords import list_tfrecords
+    from virtual_ihc.io.tfrecords import list_tfrecords
 
     shards = [str(path) for path in list_tfrecords(folder)]
     if not shards:
@@ -415,7 +411,7 @@ SLIDE_HANDLES_PER_THREAD = 64
 
 def _open_slide(path: str):
     """A slide handle of this thread, opened once (OpenSlide / tiffslide region reads)."""
-    from virtual_ihc.slides.reader import open_slide
+    from virtual_ihc.io.slides import open_slide
 
     handles = getattr(_slides, "handles", None)
     if handles is None:
@@ -490,7 +486,7 @@ class RecordDecoder:
         self.crop_size = crop_size
 
     def __call__(self, serialized: bytes) -> tuple[np.ndarray, bool]:
-        from virtual_ihc.data.tfrecords import decode_tile_record
+        from virtual_ihc.io.tfrecords import decode_tile_record
 
         try:
             tile, slide, x, y = decode_tile_record(serialized)
@@ -524,7 +520,7 @@ def augment(tile: tf.Tensor, seed: tf.Tensor, crop_size: int, random: bool) -> t
         top, left = (height - crop_size) // 2, (width - crop_size) // 2
         tile = tile[top:top + crop_size, left:left + crop_size]
     tile = tf.ensure_shape(tile, [crop_size, crop_size, 3])
-    return tf.cast(tile, tf.float32) / 127.5 - 1.0
+    return uint8_to_unit(tile)
 
 
 def _epoch_position(element: tf.Tensor, size: int, seed: int, salt: int) -> tf.Tensor:
@@ -714,7 +710,7 @@ def load_validation_tiles(he: DomainIndex, ki67: DomainIndex, crop_size: int, ma
     stacks = []
     for index in (he, ki67):
         if index.records:
-            from virtual_ihc.data.tfrecords import tile_record_dataset
+            from virtual_ihc.io.tfrecords import tile_record_dataset
 
             records = tile_record_dataset(list(index.records)).ignore_errors(log_warning=True)
             tiles = [tile for tile in records.repeat().take(count).as_numpy_iterator()
@@ -732,8 +728,7 @@ def load_validation_tiles(he: DomainIndex, ki67: DomainIndex, crop_size: int, ma
 def make_validation_dataset(he_tiles: np.ndarray, ki67_tiles: np.ndarray, batch_size: int) -> tf.data.Dataset:
     """Finite dataset of ``(real_he, real_ki67)`` batches, float32 in [-1, 1], from uint8 arrays."""
     dataset = tf.data.Dataset.from_tensor_slices((he_tiles, ki67_tiles))
-    dataset = dataset.map(lambda he_tile, ki67_tile: (tf.cast(he_tile, tf.float32) / 127.5 - 1.0,
-                                                      tf.cast(ki67_tile, tf.float32) / 127.5 - 1.0))
+    dataset = dataset.map(lambda he_tile, ki67_tile: (uint8_to_unit(he_tile), uint8_to_unit(ki67_tile)))
     return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 

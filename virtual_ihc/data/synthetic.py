@@ -47,7 +47,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from virtual_ihc.data.io import write_image_rgb
+from virtual_ihc.io.images import write_image_rgb
 from virtual_ihc.histology.stains import STAIN_MATRIX_HED, render_beer_lambert
 
 logger = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable
 
 from virtual_ihc.config import ConfigError
-from virtual_ihc.data.io import ImageReadError
+from virtual_ihc.io.images import ImageReadError
 from virtual_ihc.evaluation.distribution import INCEPTION_SIZE, KID_SUBSET_SIZE, KID_SUBSETS
 from virtual_ihc.evaluation.phash import PHASH_LAYER, PHASH_THRESHOLD
 from virtual_ihc.evaluation.resnet18 import STAGES

@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from virtual_ihc.export import uint8_to_unit
+from virtual_ihc.pixels import uint8_to_unit
 from virtual_ihc.losses import psnr, structural_similarity
 
 #: PSNR reported for identical images (MSE = 0), instead of infinity

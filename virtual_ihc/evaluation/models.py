@@ -20,7 +20,8 @@ import tensorflow as tf
 
 from virtual_ihc.config import ExperimentConfig
 from virtual_ihc.evaluation.tiles import EvaluationInputError, TileFolder, index_tiles
-from virtual_ihc.export import size_multiple_of, uint8_to_unit, unit_to_uint8
+from virtual_ihc.export import size_multiple_of
+from virtual_ihc.pixels import padding_to_multiple, uint8_to_unit, unit_to_uint8
 from virtual_ihc.training.checkpoints import list_checkpoints
 
 #: uint8 (N, H, W, 3) RGB -> uint8 (N, H, W, 3) RGB, given the tiles' names
@@ -62,7 +63,8 @@ def _generator_function(generator) -> StainFunction:
 
     def stain(names: list[str], images: np.ndarray) -> np.ndarray:
         height, width = images.shape[1:3]
-        padding = ((0, 0), (0, -height % multiple), (0, -width % multiple), (0, 0))
+        pad_h, pad_w = padding_to_multiple(height, width, multiple)
+        padding = ((0, 0), (0, pad_h), (0, pad_w), (0, 0))
         padded = np.pad(images, padding, mode="reflect")
         output = generator(uint8_to_unit(tf.constant(padded)), training=False)[:, :height, :width]
         return unit_to_uint8(output).numpy()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from virtual_ihc.data.io import list_images, read_image_rgb
+from virtual_ihc.io.images import list_images, read_image_rgb
 
 
 class EvaluationInputError(ValueError):

@@ -3,7 +3,6 @@
 - :mod:`~virtual_ihc.inference.model`: an exported generator as a tile function.
 - :mod:`~virtual_ihc.inference.blending`: Hann blending windows with a context margin.
 - :mod:`~virtual_ihc.inference.stitching`: tile grid and row-by-row stitching.
-- :mod:`~virtual_ihc.inference.pyramid`: streamed pyramidal TIFF output.
 - :mod:`~virtual_ihc.inference.whole_slide`: one image or slide, end to end, with resume.
 - :mod:`~virtual_ihc.inference.distributed`: many slides on a Dask cluster, one per task.
 - :mod:`~virtual_ihc.inference.seams`: the seam score.

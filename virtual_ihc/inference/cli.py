@@ -34,12 +34,12 @@ from pathlib import Path
 from tqdm import tqdm
 
 from virtual_ihc.export import PRECISIONS
-from virtual_ihc.data.io import (IMAGE_EXTENSIONS, TIFF_EXTENSIONS, ImageReadError, read_image_rgb,
+from virtual_ihc.io.images import (IMAGE_EXTENSIONS, TIFF_EXTENSIONS, ImageReadError, read_image_rgb,
                                 remove_orphaned_temporaries)
-from virtual_ihc.slides.reader import SlideMetadataError
+from virtual_ihc.io.slides import SlideMetadataError
 from virtual_ihc.histology.normalization import METHODS, StainNormalizer
 from virtual_ihc.inference.model import DEFAULT_DIRECTION, ModelNotFoundError, StainModel, resolve_model
-from virtual_ihc.inference.pyramid import COMPRESSIONS
+from virtual_ihc.io.tiff_pyramid import COMPRESSIONS
 from virtual_ihc.inference.stitching import StitchOptions
 from virtual_ihc.inference.whole_slide import StainOptions, StainResult, stain_file
 

@@ -2,7 +2,7 @@
 
 The image (at processing resolution, ``height x width``) is covered by tiles of
 ``tile_size`` pixels overlapping by ``overlap`` (the last row and column are
-aligned to the image edge, :func:`~virtual_ihc.data.tiling.tile_starts`). Tile
+aligned to the image edge, :func:`~virtual_ihc.grid.tile_starts`). Tile
 rows are processed top to bottom; each tile's output is accumulated with its
 blending window (:mod:`virtual_ihc.inference.blending`) into a band of
 ``tile_size`` rows. After a tile row, the rows no later tile can touch are
@@ -27,8 +27,8 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from virtual_ihc.data.tiling import tile_starts
-from virtual_ihc.export import SIZE_MULTIPLE
+from virtual_ihc.grid import tile_starts
+from virtual_ihc.pixels import SIZE_MULTIPLE
 from virtual_ihc.inference.blending import axis_weights
 
 #: read_tile(y, x, height, width) -> uint8 RGB (height, width, 3), processing-resolution pixels

@@ -7,7 +7,7 @@ tiles (:mod:`virtual_ihc.inference.stitching`) and writes
 
 - a plain image of the same size when OUTPUT is a PNG/JPEG/BMP, or
 - a pyramidal tiled TIFF when OUTPUT is ``.tif``/``.tiff``
-  (:mod:`virtual_ihc.inference.pyramid`), with the µm/px of the input times
+  (:mod:`virtual_ihc.io.tiff_pyramid`), with the µm/px of the input times
   the processing downsample (the input's own when read at level 0).
 
 Slide runs write the TIFF inside ``.OUTPUT.partial/`` next to OUTPUT, every
@@ -36,13 +36,13 @@ from typing import Callable, Iterator
 import cv2
 import numpy as np
 
-from virtual_ihc.data.io import TIFF_EXTENSIONS, write_image_rgb
-from virtual_ihc.slides.reader import (LevelChoice, Slide, SlideMetadataError, choose_level, open_slide,
+from virtual_ihc.grid import tile_tissue_fractions
+from virtual_ihc.io.images import TIFF_EXTENSIONS, write_image_rgb
+from virtual_ihc.io.slides import (LevelChoice, Slide, SlideMetadataError, choose_level, open_slide,
                                      output_size, read_downsampled, read_scaled_region)
 from virtual_ihc.histology.normalization import StainNormalizer, fit_stain_stats
 from virtual_ihc.histology.tissue import is_colourless, tissue_mask
-from virtual_ihc.slides.tiling import grid_tissue_fractions
-from virtual_ihc.inference.pyramid import StreamedPyramid, TiffPyramidWriter, level_shapes
+from virtual_ihc.io.tiff_pyramid import StreamedPyramid, TiffPyramidWriter, level_shapes
 from virtual_ihc.inference.stitching import (FinishedBand, StitchOptions, TileLayout, TileModel, TileReader,
                                              stitch_rows)
 
@@ -138,8 +138,8 @@ def tissue_tiles(overview: np.ndarray, layout: TileLayout, overview_downsample: 
     an overview pixel still count.
     """
     mask = cv2.dilate(tissue_mask(overview).astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
-    fractions = grid_tissue_fractions(mask, layout.origins(), max(layout.tile_height, layout.tile_width),
-                                      overview_downsample)
+    corners = [(y, x) for x, y in layout.origins()]
+    fractions = tile_tissue_fractions(mask, corners, max(layout.tile_height, layout.tile_width), overview_downsample)
     return (fractions > min_tissue).reshape(layout.num_rows, len(layout.col_starts))
 
 
@@ -235,7 +235,7 @@ def stain_file(input_path: str | os.PathLike, output_path: str | os.PathLike, mo
 
     Args:
         input_path: image (PNG/JPEG/TIFF) or whole-slide image (anything
-            :func:`~virtual_ihc.slides.reader.open_slide` reads).
+            :func:`~virtual_ihc.io.slides.open_slide` reads).
         output_path: ``.tif``/``.tiff`` for a pyramidal TIFF, else a plain image.
         model: tile function; a :class:`~virtual_ihc.inference.model.StainModel`
             also supplies the training µm/px.

@@ -25,7 +25,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from virtual_ihc.data.io import ImageReadError, list_images, read_image_rgb, write_image_rgb
+from virtual_ihc.io.images import ImageReadError, list_images, read_image_rgb, write_image_rgb
 from virtual_ihc.nst.config import CONTENT_LOSSES, INITIALISATIONS, OPTIMIZERS, NSTConfig
 from virtual_ihc.nst.features import build_vgg19
 from virtual_ihc.nst.record import RECORD_NAME, settings_record, write_record

@@ -22,7 +22,7 @@ import keras
 import numpy as np
 from matplotlib.figure import Figure
 
-from virtual_ihc.data.io import write_image_rgb
+from virtual_ihc.io.images import write_image_rgb
 from virtual_ihc.nst.config import NSTConfig
 from virtual_ihc.nst.record import RECORD_NAME, write_record
 from virtual_ihc.nst.transfer import NSTResult, StyleTransfer

@@ -1,9 +1,8 @@
-"""Synthetic whole-slide images: pyramidal tiled TIFFs that OpenSlide reads.
+"""Synthetic whole-slide images: pyramidal tiled TIFFs that OpenSlide reads, for tests, demos and benchmarks.
 
-OpenSlide's "generic tiled TIFF" format wants every pyramid level as a top-level
-TIFF directory (SubIFD pyramids are only seen by tiffslide), tiled, and takes
-µm/px from the X/Y resolution tags when the unit is centimetre. The writer below
-streams tiles from a callback, so a 20 000 x 20 000 slide never exists in memory.
+The slides are written by :func:`virtual_ihc.io.tiff_pyramid.write_pyramidal_tiff`
+from a tile callback (:data:`~virtual_ihc.io.tiff_pyramid.TileRenderer`), so a
+20 000 x 20 000 slide never exists in memory.
 
 :func:`consecutive_sections` draws a piece of 20x tissue on glass and stains it twice,
 as H&E and as Ki-67 IHC of the next section: the Ki-67 section is rotated, shifted
@@ -18,67 +17,11 @@ import dataclasses
 import math
 import os
 from pathlib import Path
-from typing import Callable, Iterator
 
 import cv2
 import numpy as np
 
-#: render_tile(downsample, y, x, height, width) -> uint8 RGB (height, width, 3);
-#: ``y, x`` are in pixels of the level whose downsample is given
-TileRenderer = Callable[[int, int, int, int, int], np.ndarray]
-
-
-def pyramid_downsamples(height: int, width: int, min_side: int = 512) -> list[int]:
-    """Power-of-two downsamples ``[1, 2, 4, ...]`` while the level's short side stays >= ``min_side``."""
-    downsamples = [1]
-    while min(height, width) // (downsamples[-1] * 2) >= min_side:
-        downsamples.append(downsamples[-1] * 2)
-    return downsamples
-
-
-def _level_tiles(render_tile: TileRenderer, downsample: int, height: int, width: int,
-                 tile_size: int) -> Iterator[np.ndarray]:
-    """Full-size tiles of one level in row-major order, edge tiles padded with white."""
-    for y in range(0, height, tile_size):
-        for x in range(0, width, tile_size):
-            tile = np.full((tile_size, tile_size, 3), 255, np.uint8)
-            h, w = min(tile_size, height - y), min(tile_size, width - x)
-            tile[:h, :w] = render_tile(downsample, y, x, h, w)
-            yield tile
-
-
-def write_pyramidal_tiff(path: str | os.PathLike, shape: tuple[int, int], render_tile: TileRenderer,
-                         mpp: float | None = None, tile_size: int = 256, min_level_side: int = 512,
-                         compression: str = "jpeg") -> Path:
-    """Write a tiled pyramidal RGB TIFF, one top-level directory per level.
-
-    Args:
-        path: output file (its folder is created).
-        shape: ``(height, width)`` of level 0.
-        render_tile: pixel source, called once per tile and level.
-        mpp: µm per level-0 pixel written to the resolution tags (``None`` = no metadata).
-        tile_size: TIFF tile side (multiple of 16).
-        min_level_side: smallest short side of a reduced level.
-        compression: TIFF compression (``"jpeg"``, ``"zlib"``, ``None``).
-    """
-    import tifffile
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    height, width = shape
-    with tifffile.TiffWriter(path, bigtiff=height * width * 3 > 2**31) as tif:
-        for index, downsample in enumerate(pyramid_downsamples(height, width, min_level_side)):
-            level_height, level_width = height // downsample, width // downsample
-            options = {}
-            if mpp is not None:
-                pixels_per_cm = 1e4 / (mpp * downsample)
-                options = dict(resolution=(pixels_per_cm, pixels_per_cm), resolutionunit="CENTIMETER")
-            tif.write(_level_tiles(render_tile, downsample, level_height, level_width, tile_size),
-                      shape=(level_height, level_width, 3), dtype=np.uint8, tile=(tile_size, tile_size),
-                      photometric="rgb", compression=compression, subfiletype=1 if index else 0,
-                      **options)
-    return path
-
+from virtual_ihc.io.tiff_pyramid import TileRenderer, write_pyramidal_tiff
 
 def array_renderer(image: np.ndarray) -> TileRenderer:
     """A :data:`TileRenderer` over an in-memory ``uint8`` RGB image (levels by area averaging)."""

@@ -3,7 +3,7 @@
 For each slide (:class:`~virtual_ihc.slides.splits.SlideEntry`):
 
 1. choose the pyramid level and resize for the target resolution
-   (:func:`~virtual_ihc.slides.reader.choose_level`);
+   (:func:`~virtual_ihc.io.slides.choose_level`);
 2. compute a tissue mask on a low-resolution view (``mask_downsample`` output
    pixels per mask pixel) and keep grid tiles whose masked fraction is at least
    ``min_tissue`` -- background is never read at full resolution;
@@ -38,12 +38,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from virtual_ihc.data.io import encode_png, remove_orphaned_temporaries, write_csv_rows, write_image_rgb
-from virtual_ihc.slides.reader import (LevelChoice, choose_level, open_slide,
+from virtual_ihc.io.images import encode_png, remove_orphaned_temporaries, write_csv_rows, write_image_rgb
+from virtual_ihc.io.tfrecords import TileRecord, write_tile_shard
+from virtual_ihc.io.slides import (LevelChoice, choose_level, open_slide,
                                      output_size, read_downsampled, read_scaled_region)
 from virtual_ihc.slides.splits import TEST_FRACTION, SlideEntry, assign_splits, read_slide_table, write_slide_table
 from virtual_ihc.histology.normalization import StainNormalizer, StainStats, fit_stain_stats
-from virtual_ihc.data.tiling import tile_grid
+from virtual_ihc.grid import tile_grid, tile_tissue_fractions
 from virtual_ihc.histology.tissue import tissue_mask
 
 logger = logging.getLogger(__name__)
@@ -116,30 +117,6 @@ class TilingSummary:
     manifest: Path | None = None
 
 
-def grid_tissue_fractions(mask: np.ndarray, origins: list[tuple[int, int]], tile_size: int,
-                          mask_downsample: float) -> np.ndarray:
-    """Fraction of mask pixels set under each tile, float64 ``(N,)`` in [0, 1].
-
-    Args:
-        mask: boolean ``(h, w)`` tissue mask, one pixel per ``mask_downsample`` output pixels.
-        origins: tile corners ``(x, y)`` in output pixels.
-        tile_size: tile side in output pixels.
-    """
-    integral = cv2.integral(mask.astype(np.uint8)).astype(np.float64)  # (h + 1, w + 1)
-    height, width = mask.shape
-    fractions = np.zeros(len(origins))
-    for index, (x, y) in enumerate(origins):
-        x0, y0 = int(x / mask_downsample), int(y / mask_downsample)
-        x1 = min(width, max(x0 + 1, int(round((x + tile_size) / mask_downsample))))
-        y1 = min(height, max(y0 + 1, int(round((y + tile_size) / mask_downsample))))
-        if x0 >= width or y0 >= height:
-            continue
-        area = (x1 - x0) * (y1 - y0)
-        inside = integral[y1, x1] - integral[y0, x1] - integral[y1, x0] + integral[y0, x0]
-        fractions[index] = inside / area
-    return fractions
-
-
 def draw_tile_grid(image: np.ndarray, origins: list[tuple[int, int]], tile_size: float, downsample: float = 1.0,
                    colour: tuple[int, int, int] = (20, 60, 220), thickness: int = 1) -> np.ndarray:
     """A copy of ``image`` with the outline of every tile drawn on it.
@@ -174,8 +151,9 @@ def plan_slide(entry: SlideEntry, options: TilingOptions, normalize_method: str 
         width, height = output_size(slide, choice)
         overview = read_downsampled(slide, choice.downsample * options.mask_downsample)
     mask = tissue_mask(overview)
-    grid = [(x, y) for y, x in tile_grid(height, width, options.tile_size, options.overlap)]
-    fractions = grid_tissue_fractions(mask, grid, options.tile_size, options.mask_downsample)
+    corners = tile_grid(height, width, options.tile_size, options.overlap)
+    fractions = tile_tissue_fractions(mask, corners, options.tile_size, options.mask_downsample)
+    grid = [(x, y) for y, x in corners]  # a plan's origins are (x, y), as slide coordinates are
     keep = [index for index, fraction in enumerate(fractions) if fraction >= options.min_tissue and fraction > 0]
     stats = None
     if normalize_method and entry.stain == "he" and keep:
@@ -208,8 +186,6 @@ def _tile_name(entry: SlideEntry, choice: LevelChoice, x: int, y: int) -> tuple[
 def _cut_chunk(chunk: _Chunk, out_dir: Path, options: TilingOptions,
                normalizer: StainNormalizer | None) -> list[dict]:
     """Read, normalise and write the tiles of one chunk; returns their manifest rows."""
-    from virtual_ihc.data.tfrecords import TileRecord, write_tile_shard
-
     plan, entry = chunk.plan, chunk.plan.entry
     folder = out_dir / entry.stain / entry.split
     rows, records, written = [], [], []

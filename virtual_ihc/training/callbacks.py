@@ -11,8 +11,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from virtual_ihc.data.io import write_image_rgb
-from virtual_ihc.export import unit_to_uint8
+from virtual_ihc.io.images import write_image_rgb
+from virtual_ihc.pixels import unit_to_uint8
 from virtual_ihc.training.checkpoints import CheckpointManager
 from virtual_ihc.training.schedules import current_learning_rate
 

@@ -19,6 +19,8 @@ import numpy as np
 from virtual_ihc.evaluation.consistency import (ConsistencyOptions, ConsistencySummary, evaluate_consistency,
                                                 reference_from_tiles)
 
+from virtual_ihc.pixels import uint8_to_unit, unit_to_uint8
+
 logger = logging.getLogger(__name__)
 
 #: measures added to the epoch logs (as ``val_<name>``)
@@ -26,11 +28,6 @@ GUARD_MEASURES = ("nuclei_f1", "nuclei_dice", "glass_kept", "eosin_ratio", "dab_
                   "nuclear_correlation", "virtual_index_he_nuclei", "index_difference")
 #: flags that mean the run drifted into one of the two failures the guard exists for
 SEVERE_FLAGS = ("inverted", "hallucinated_positivity")
-
-
-def to_uint8(images) -> np.ndarray:
-    """Float images in [-1, 1] -> uint8 RGB."""
-    return np.clip(np.rint((np.asarray(images, np.float32) + 1.0) * 127.5), 0, 255).astype(np.uint8)
 
 
 class PathologyGuard(keras.callbacks.Callback):
@@ -60,11 +57,11 @@ class PathologyGuard(keras.callbacks.Callback):
         generator = self.model.generator_he_to_ki67
         outputs = []
         for start in range(0, len(self.he_tiles), self.batch_size):
-            batch = self.he_tiles[start:start + self.batch_size].astype(np.float32) / 127.5 - 1.0
+            batch = uint8_to_unit(self.he_tiles[start:start + self.batch_size])
             output = np.asarray(generator(batch, training=False), np.float32)
             if not np.isfinite(output).all():
                 return None
-            outputs.append(to_uint8(output))
+            outputs.append(unit_to_uint8(output).numpy())
         return np.concatenate(outputs)
 
     def measure(self) -> ConsistencySummary | None:

@@ -13,7 +13,7 @@ import csv
 import logging
 from pathlib import Path
 
-from virtual_ihc.data.io import write_csv_rows
+from virtual_ihc.io.images import write_csv_rows
 from virtual_ihc.training.checkpoints import list_checkpoints, read_checkpoint_logs
 
 logger = logging.getLogger(__name__)

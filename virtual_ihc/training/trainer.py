@@ -31,9 +31,10 @@ from virtual_ihc.config import ConfigError, ExperimentConfig, validate_config
 from virtual_ihc.data.pipeline import (DecodeFailures, DomainIndex, default_steps_per_epoch, index_domain,
                                        load_validation_tiles, make_train_dataset, make_validation_dataset,
                                        remove_tile_cache, split_validation)
-from virtual_ihc.data.io import remove_orphaned_temporaries
+from virtual_ihc.io.images import remove_orphaned_temporaries
 from virtual_ihc.data.synthetic import write_sample_dataset
 from virtual_ihc.export import export_generators
+from virtual_ihc.pixels import uint8_to_unit
 from virtual_ihc.models import CycleGAN, build_patchgan_discriminator, build_resnet_generator
 from virtual_ihc.training.callbacks import (DecodeFailureReport, EpochCheckpoint, LearningRateLogger, ProgressDisplay,
                                            SampleImages, progress_mode)
@@ -338,7 +339,7 @@ def _train(config: ExperimentConfig, strategy: tf.distribute.Strategy, chief: bo
     else:
         train_dataset = make_train()
         val_dataset = make_validation_dataset(val_he, val_ki67, train.batch_size)
-    samples = [tiles[:train.sample_images].astype(np.float32) / 127.5 - 1.0 for tiles in (val_he, val_ki67)]
+    samples = [uint8_to_unit(tiles[:train.sample_images]).numpy() for tiles in (val_he, val_ki67)]
     guard = PathologyGuard(val_he, val_ki67) if train.pathology_guard else None
     callbacks = [
         LearningRateLogger(model.generator_optimizer),

@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import io
 import logging
-import math
 import os
 import threading
 from pathlib import Path
@@ -24,6 +23,8 @@ from pathlib import Path
 import openslide
 from openslide.deepzoom import DeepZoomGenerator
 from PIL import Image, UnidentifiedImageError
+
+from virtual_ihc.io.slides import positive_float
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ class ViewerSlide:
         self._generator = DeepZoomGenerator(handle, tile_size=options.tile_size, overlap=options.overlap,
                                             limit_bounds=False)
         self.dimensions = tuple(int(v) for v in handle.dimensions)
-        self.mpp = _slide_mpp(handle)
+        self.mpp = positive_float(handle.properties.get(openslide.PROPERTY_NAME_MPP_X))
         # OpenSlide reads from many threads at once; a Pillow image (ImageSlide) is not thread-safe
         self._lock = threading.Lock() if isinstance(handle, openslide.ImageSlide) else None
 
@@ -105,15 +106,6 @@ class ViewerSlide:
         if self._handle is not None:
             self._handle.close()
             self._handle = None
-
-
-def _slide_mpp(handle: openslide.AbstractSlide) -> float | None:
-    """µm/px from OpenSlide's ``openslide.mpp-x`` (``None`` when missing or not a positive number)."""
-    try:
-        mpp = float(handle.properties.get(openslide.PROPERTY_NAME_MPP_X, "nan"))
-    except ValueError:
-        return None
-    return mpp if math.isfinite(mpp) and mpp > 0 else None
 
 
 def open_viewer_slide(path: str | os.PathLike, options: TileOptions = TileOptions()) -> ViewerSlide:

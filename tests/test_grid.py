@@ -1,4 +1,7 @@
-"""Pins of the two places that keep grid tiles by their tissue fraction (before they share one function).
+"""Tile grids and the tissue fraction of each tile.
+
+The two places that keep grid tiles by their tissue fraction share
+:func:`~virtual_ihc.grid.tile_tissue_fractions` and keep their own thresholds (pinned here):
 
 - the training pipeline keeps a tile of a large image when its fraction, at full resolution, is
   **at least** ``min_tissue``; tiles are ``(y, x)`` origins;
@@ -9,6 +12,7 @@
 import numpy as np
 
 from virtual_ihc.data.pipeline import _tissue_tiles
+from virtual_ihc.grid import tile_tissue_fractions
 from virtual_ihc.inference.stitching import StitchOptions, TileLayout
 from virtual_ihc.inference.whole_slide import tissue_tiles
 
@@ -17,6 +21,20 @@ PINK = (200, 110, 160)
 
 def glass(height: int, width: int) -> np.ndarray:
     return np.full((height, width, 3), 245, np.uint8)
+
+
+def test_tile_tissue_fractions_counts_mask_pixels_under_each_tile():
+    mask = np.zeros((8, 8), bool)
+    mask[:4, :2] = True
+    fractions = tile_tissue_fractions(mask, [(0, 0), (0, 16), (16, 0), (8, 4)], tile_size=16, mask_downsample=4)
+    np.testing.assert_allclose(fractions, [0.5, 0.0, 0.0, 0.125])
+
+
+def test_tile_tissue_fractions_at_full_resolution_is_the_share_of_tissue_pixels():
+    mask = np.random.default_rng(0).random((40, 56)) > 0.7
+    corners = [(0, 0), (8, 24), (20, 36)]
+    expected = [mask[y:y + 20, x:x + 20].mean() for y, x in corners]
+    np.testing.assert_allclose(tile_tissue_fractions(mask, corners, 20), expected)
 
 
 def test_training_keeps_a_tile_whose_fraction_equals_min_tissue_and_names_it_y_x(tmp_path):

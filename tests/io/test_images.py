@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from virtual_ihc.data.io import (ImageReadError, read_image_rgb, remove_orphaned_temporaries, to_rgb_uint8,
+from virtual_ihc.io.images import (ImageReadError, read_image_rgb, remove_orphaned_temporaries, to_rgb_uint8,
                                 write_image_rgb)
 
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import tifffile
 
-from virtual_ihc.data.io import write_image_rgb
-from virtual_ihc.slides.reader import (SlideMetadataError, SlideReadError, choose_level, open_slide, output_size,
+from virtual_ihc.io.images import write_image_rgb
+from virtual_ihc.io.slides import (SlideMetadataError, SlideReadError, choose_level, open_slide, output_size,
                                      read_downsampled, read_scaled_region, target_downsample)
 
 
@@ -117,7 +117,7 @@ def test_read_scaled_region_resizes_from_the_chosen_level(make_slide, slide_imag
 
 
 def test_read_downsampled_reads_in_chunks(make_slide, slide_image, monkeypatch):
-    monkeypatch.setattr("virtual_ihc.slides.reader.READ_CHUNK", 100)
+    monkeypatch.setattr("virtual_ihc.io.slides.READ_CHUNK", 100)
     path = make_slide("chunks.tif", slide_image, mpp=0.25, min_level_side=256)
     with open_slide(path) as slide:
         overview = read_downsampled(slide, 8)

@@ -3,7 +3,7 @@
 :func:`open_slide` tries, in order, OpenSlide (SVS, NDPI, MRXS, SCN, generic
 pyramidal TIFF, ...), tiffslide (TIFF-based formats OpenSlide refuses, e.g.
 stripped TIFFs, or where it finds a pyramid OpenSlide does not see, e.g. in SubIFDs) and finally a plain image reader
-(PNG/JPEG/BMP/TIFF through :func:`virtual_ihc.data.io.read_image_rgb`, which holds
+(PNG/JPEG/BMP/TIFF through :func:`virtual_ihc.io.images.read_image_rgb`, which holds
 the whole image in memory: only for images that are not slides). Every backend
 returns a :class:`Slide` with the same attributes and ``read_region``.
 
@@ -27,7 +27,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from virtual_ihc.data.io import ImageReadError, read_image_rgb, to_rgb_uint8
+from virtual_ihc.io.images import ImageReadError, read_image_rgb, to_rgb_uint8
 
 logger = logging.getLogger(__name__)
 
@@ -123,9 +123,9 @@ class _LibrarySlide(Slide):
         self.backend = backend
         properties = handle.properties
         super().__init__(path, handle.level_dimensions, handle.level_downsamples,
-                         mpp if mpp is not None else _positive_float(properties.get(mpp_key)),
+                         mpp if mpp is not None else positive_float(properties.get(mpp_key)),
                          objective_power if objective_power is not None
-                         else _positive_float(properties.get(power_key)))
+                         else positive_float(properties.get(power_key)))
 
     def _read_level_region(self, x, y, level, width, height):
         region = self._handle.read_region((x, y), level, (width, height))
@@ -158,7 +158,8 @@ class _ImageSlide(Slide):
         return out
 
 
-def _positive_float(value) -> float | None:
+def positive_float(value) -> float | None:
+    """A slide property (µm/px, magnification) as a positive finite number, or ``None`` (missing or not one)."""
     try:
         number = float(value)
     except (TypeError, ValueError):

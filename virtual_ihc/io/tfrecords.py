@@ -19,6 +19,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
+from virtual_ihc.io.images import decode_image_rgb
+
 if TYPE_CHECKING:  # TensorFlow is imported only inside the functions that need it
     import tensorflow as tf
 
@@ -114,8 +116,6 @@ def decode_tile_record(serialized: bytes):
         ValueError: not a tile example, or an undecodable image (message names the slide and tile).
     """
     import tensorflow as tf
-
-    from virtual_ihc.data.io import decode_image_rgb
 
     try:
         feature = tf.train.Example.FromString(serialized).features.feature
