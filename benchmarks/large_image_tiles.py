@@ -5,7 +5,7 @@ texture), indexes them as training does (288 px tiles, 144 overlap), then reads
 ``--tiles`` tissue tiles in one global random order (as the training stream
 draws them) two ways, in the same run:
 
-- ``region``: :class:`virtual_ihc.data.pipeline.TileDecoder`, which reads each tile
+- ``region``: :class:`virtual_ihc.data.decode.TileDecoder`, which reads each tile
   from a memory-mapped copy of its image decoded once at indexing;
 - ``whole``: the previous reader, which decoded the whole image per tile through
   an ``lru_cache(maxsize=8)`` (so with more than 8 images nearly every tile
@@ -38,7 +38,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from virtual_ihc.io.images import read_image_rgb, write_image_rgb  # noqa: E402
-from virtual_ihc.data.pipeline import DecodeFailures, TileDecoder, index_domain  # noqa: E402
+from virtual_ihc.data.decode import DecodeFailures, TileDecoder  # noqa: E402
+from virtual_ihc.data.index import index_domain  # noqa: E402
 from virtual_ihc.data.synthetic import make_layout, render_he  # noqa: E402
 
 TILE, OVERLAP = 288, 144

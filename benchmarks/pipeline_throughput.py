@@ -45,7 +45,9 @@ from large_image_tiles import write_images  # noqa: E402  (this folder is on sys
 from train_step import time_steps  # noqa: E402
 from virtual_ihc.config import resolve_config  # noqa: E402
 from virtual_ihc.io.images import encode_png, write_image_rgb  # noqa: E402
-from virtual_ihc.data.pipeline import DecodeFailures, index_domain, make_train_dataset  # noqa: E402
+from virtual_ihc.data.decode import DecodeFailures  # noqa: E402
+from virtual_ihc.data.index import index_domain  # noqa: E402
+from virtual_ihc.data.stream import make_train_dataset  # noqa: E402
 from virtual_ihc.data.synthetic import sample_tiles  # noqa: E402
 from virtual_ihc.io.tfrecords import TileRecord, write_tile_shard  # noqa: E402
 from virtual_ihc.training.trainer import build_cycle_gan, compile_cycle_gan  # noqa: E402

@@ -21,7 +21,7 @@ crops by default: about 1.6 s per batch-4 step on 2 CPU cores), ``--steps`` step
 held-out tiles after every epoch (``history.csv``).
 
 Output. The held-out H&E regions are stained whole and measured with
-:func:`virtual_ihc.evaluation.consistency.evaluate_consistency` against the training Ki-67
+:func:`virtual_ihc.histology.consistency.evaluate_consistency` against the training Ki-67
 images. The last line printed is one JSON object (also ``OUT/result.json``) with the measures,
 the flags, the verdict, the wall time and the settings; ``OUT/grid.png`` shows held-out tiles as
 H&E | virtual Ki-67 | reconstructed H&E.
@@ -216,8 +216,9 @@ def main(argv=None) -> int:
 
     configure_logging()
     from virtual_ihc.config import resolve_config
-    from virtual_ihc.evaluation.consistency import evaluate_consistency
-    from virtual_ihc.training.trainer import load_generators, run_training
+    from virtual_ihc.histology.consistency import evaluate_consistency
+    from virtual_ihc.training.checkpoints import load_generators
+    from virtual_ihc.training.trainer import run_training
 
     out = Path(args.out or f"runs/real_tissue/{args.profile}_seed{args.seed}")
     prepared = prepare(args, out)

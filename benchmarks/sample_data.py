@@ -5,7 +5,7 @@
     python benchmarks/sample_data.py --he-dir my/he --ki67-dir my/ki67 --scale 1.0
     python benchmarks/sample_data.py --figure docs/sample_data.png --comparison comparison.png
 
-Colour. Over the tissue (not glass: ``virtual_ihc.evaluation.consistency.glass_mask``) of
+Colour. Over the tissue (not glass: ``virtual_ihc.histology.consistency.glass_mask``) of
 128-pixel tiles, the mean and standard deviation of the hematoxylin, eosin and DAB amounts
 (``skimage.color.rgb2hed``) of the real images (rescaled by ``--scale``: 0.5 turns 40x into
 20x, cut into tiles) and of as many sample tiles; and over the nuclei that
@@ -37,7 +37,7 @@ from PIL import Image  # noqa: E402
 
 from virtual_ihc.io.images import list_images, read_image_rgb, write_image_rgb  # noqa: E402
 from virtual_ihc.data.synthetic import render_pair, sample_tiles, write_sample_dataset  # noqa: E402
-from virtual_ihc.evaluation.consistency import glass_mask, stain_statistics  # noqa: E402
+from virtual_ihc.histology.consistency import glass_mask, stain_statistics  # noqa: E402
 from virtual_ihc.histology.nuclei import NucleusOptions, mean_per_nucleus, segment_nuclei  # noqa: E402
 from virtual_ihc.histology.stains import stain_concentrations  # noqa: E402
 

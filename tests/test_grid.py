@@ -11,7 +11,7 @@ The two places that keep grid tiles by their tissue fraction share
 
 import numpy as np
 
-from virtual_ihc.data.pipeline import _tissue_tiles
+from virtual_ihc.data.index import _tissue_tiles
 from virtual_ihc.grid import tile_tissue_fractions
 from virtual_ihc.inference.stitching import StitchOptions, TileLayout
 from virtual_ihc.inference.whole_slide import tissue_tiles

@@ -5,8 +5,10 @@ import tensorflow as tf
 import tifffile
 
 from virtual_ihc.io.images import write_image_rgb
-from virtual_ihc.data.pipeline import (DataError, DecodeFailures, TileDecoder, _epoch_position, augment,
-                                       index_domain, load_validation_tiles, make_train_dataset, split_validation)
+from virtual_ihc.data.decode import DecodeFailures, TileDecoder, load_validation_tiles
+from virtual_ihc.data.holdout import split_validation
+from virtual_ihc.data.index import DataError, index_domain
+from virtual_ihc.data.stream import _epoch_position, augment, make_train_dataset
 from virtual_ihc.data.synthetic import sample_tiles
 
 TILE, CROP = 40, 32
@@ -142,7 +144,7 @@ def test_tfrecord_shards_are_a_domain_like_a_folder_of_tiles(tmp_path):
 
 def _fake_record_domain(folder, slides, shards_per_slide, per_shard):
     """Shards named ``<slide>-<chunk>`` as data_prep writes them; the tiles are placeholders (never decoded)."""
-    from virtual_ihc.data.pipeline import index_records
+    from virtual_ihc.data.index import index_records
     from virtual_ihc.io.tfrecords import TileRecord, write_tile_shard
 
     for slide in range(slides):
@@ -169,7 +171,7 @@ def _record_keys(dataset, count):
 def test_tfrecord_stream_mixes_slides_and_reshuffles_every_pass(tmp_path):
     """4 slides of 10 shards x 256 tiles (each slide larger than the shuffle buffer): in every window of
     1000 consecutive elements no slide has more than 35 % (its fair share is 25 %)."""
-    from virtual_ihc.data.pipeline import record_stream
+    from virtual_ihc.data.stream import record_stream
 
     index = _fake_record_domain(tmp_path, slides=4, shards_per_slide=10, per_shard=256)
     total = len(index)
@@ -191,7 +193,7 @@ def _tissue_image(height, width, seed=0):
 
 
 def test_tiles_of_large_images_are_read_by_region_without_decoding_the_image_again(tmp_path, monkeypatch):
-    from virtual_ihc.data import pipeline
+    from virtual_ihc.data import decode
 
     images = {}
     for number in range(3):
@@ -205,7 +207,7 @@ def test_tiles_of_large_images_are_read_by_region_without_decoding_the_image_aga
     assert all(index.regions[str(tmp_path / "large" / f"png{n}.png")].endswith(".npy") for n in range(3))
 
     full_decodes = []
-    monkeypatch.setattr(pipeline, "read_image_rgb", lambda path: full_decodes.append(path))
+    monkeypatch.setattr(decode, "read_image_rgb", lambda path: full_decodes.append(path))
     decoder = TileDecoder(index, DecodeFailures(), CROP)
     for position in np.random.default_rng(0).permutation(len(index.sources)):
         source = index.sources[position]

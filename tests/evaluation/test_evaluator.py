@@ -125,7 +125,7 @@ def test_per_tile_csv_lists_every_tile(evaluation):
 
 @pytest.mark.slow
 def test_exported_savedmodel_gives_the_checkpoint_outputs(workspace):
-    from virtual_ihc.training.trainer import load_generators
+    from virtual_ihc.training.checkpoints import load_generators
 
     run_dir = workspace / "improved"
     for direction, generator in load_generators(run_dir).items():

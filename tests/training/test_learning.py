@@ -26,7 +26,8 @@ from virtual_ihc.config import PROFILES
 from virtual_ihc.data.synthetic import sample_tiles
 from virtual_ihc.histology.stains import stain_concentrations
 from virtual_ihc.pixels import uint8_to_unit, unit_to_uint8
-from virtual_ihc.training.trainer import load_generators, run_training
+from virtual_ihc.training.checkpoints import load_generators
+from virtual_ihc.training.trainer import run_training
 
 pytestmark = pytest.mark.slow
 

@@ -27,7 +27,8 @@ from virtual_ihc.config import ConfigError, resolve_config
 from virtual_ihc.data.synthetic import sample_tiles
 from virtual_ihc.training.checkpoints import list_checkpoints
 from virtual_ihc.training.cli import EXIT_WORKER_LOST
-from virtual_ihc.training.trainer import load_generators, run_training
+from virtual_ihc.training.checkpoints import load_generators
+from virtual_ihc.training.trainer import run_training
 
 pytestmark = pytest.mark.slow
 
@@ -239,7 +240,7 @@ def test_workers_started_with_different_options_stop_with_an_error_instead_of_ha
 def test_the_chief_task_or_else_worker_0_writes_the_outputs():
     import tensorflow as tf
 
-    from virtual_ihc.training.trainer import is_chief
+    from virtual_ihc.training.strategy import is_chief
 
     def strategy(cluster, task_type, task_id):
         resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(

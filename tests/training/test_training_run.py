@@ -12,7 +12,8 @@ import pytest
 
 from virtual_ihc.config import ConfigError
 from virtual_ihc.training.checkpoints import list_checkpoints
-from virtual_ihc.training.trainer import load_generators, run_training
+from virtual_ihc.training.checkpoints import load_generators
+from virtual_ihc.training.trainer import run_training
 
 pytestmark = pytest.mark.slow
 
@@ -188,16 +189,14 @@ def _copy_run(result, destination):
 def test_a_diverging_run_stops_with_an_error_and_keeps_the_last_finite_checkpoint_and_export(
         trained_run, tmp_path, capsys):
     """Two good epochs, then --resume --learning-rate 1e20 --keep-checkpoints 1."""
-    from virtual_ihc.training import cli
+    from virtual_ihc.cli import main
 
     _, result = trained_run
     run_dir = _copy_run(result, tmp_path / "run")
     export = run_dir / "export" / "he_to_ki67" / "saved_model.pb"
     export_bytes = export.read_bytes()
-    parser = __import__("argparse").ArgumentParser()
-    cli.configure_parser(parser)
-    code = cli.run(parser.parse_args(["--out", str(run_dir), "--resume", "--epochs", "4",
-                                      "--learning-rate", "1e20", "--keep-checkpoints", "1"]))
+    code = main(["train", "--out", str(run_dir), "--resume", "--epochs", "4", "--learning-rate", "1e20",
+                 "--keep-checkpoints", "1"])
     error = capsys.readouterr().err
     assert code == 1
     assert "training diverged in epoch 3" in error and "epoch_002" in error

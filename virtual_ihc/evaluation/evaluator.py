@@ -9,8 +9,10 @@ Tile sets:
 - the real Ki-67 set (``ki67``: ``--ki67-dir``, else the pairs' Ki-67 side):
   the Ki-67 -> H&E -> Ki-67 cycle, and the reference of FID/KID and of the index.
 
-Results are :class:`MetricRow` (one per model x tile set x metric: mean, std, n)
-and :class:`TileValue` (one per model x tile set x tile x metric).
+Results are :class:`~virtual_ihc.evaluation.results.MetricRow` (one per model x
+tile set x metric: mean, std, n) and :class:`~virtual_ihc.evaluation.results.TileValue`
+(one per model x tile set x tile x metric), gathered per model in a
+:class:`~virtual_ihc.evaluation.results.ModelResult`.
 """
 
 from __future__ import annotations
@@ -23,8 +25,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from virtual_ihc.evaluation.consistency import (ConsistencyOptions, ConsistencySummary, Reference, glass_mask,
-                                                stain_statistics, summarize, tile_consistency)
+from virtual_ihc.histology.consistency import (ConsistencyOptions, ConsistencySummary, Reference, glass_mask,
+                                               pearson_r, stain_statistics, summarize, tile_consistency)
 from virtual_ihc.evaluation.distribution import (INCEPTION_SIZE, KID_SUBSET_SIZE, KID_SUBSETS, InceptionFeatures,
                                                  fid_warning, frechet_distance, kernel_inception_distance)
 from virtual_ihc.evaluation.image_metrics import image_metrics
@@ -34,15 +36,10 @@ from virtual_ihc.evaluation.models import ModelEntry, Translator
 from virtual_ihc.evaluation.phash import PHASH_LAYER, PHASH_THRESHOLD, PerceptualHash, phash_scores
 from virtual_ihc.evaluation.tiles import (EvaluationInputError, TileFolder, batches, check_pairs, index_tiles,
                                          names_match, read_pairs)
+from virtual_ihc.evaluation.results import REAL_KI67, REFERENCE_INDEX, MetricRow, ModelResult, TileValue
 from virtual_ihc.weights import describe_weights
 
 logger = logging.getLogger(__name__)
-
-#: the model name of rows describing the real Ki-67 tiles themselves
-REAL_KI67 = "real_ki67"
-#: per-tile metric of paired sets: the Ki-67 index of the registered real Ki-67 tile
-REFERENCE_INDEX = "reference_ki67_index"
-
 
 @dataclasses.dataclass
 class EvaluationData:
@@ -71,49 +68,6 @@ class EvaluationOptions:
     seed: int = 0
 
 
-@dataclasses.dataclass
-class MetricRow:
-    """One aggregated value: ``mean`` +- ``std`` over ``n`` tiles (or ``n`` samples for FID/KID)."""
-
-    model: str
-    variant: str
-    epoch: int | None
-    tile_set: str
-    metric: str
-    mean: float
-    std: float
-    n: int
-    note: str = ""
-
-
-@dataclasses.dataclass
-class TileValue:
-    """One metric of one tile."""
-
-    model: str
-    epoch: int | None
-    tile_set: str
-    tile: str
-    metric: str
-    value: float
-
-
-@dataclasses.dataclass
-class ModelResult:
-    """Everything measured for one model entry, plus example images for the figures.
-
-    ``examples``: ``uint8 (H, W, 3)`` images keyed ``he``, ``virtual_ki67``,
-    ``reconstructed_he`` (cycle models only) and ``reference_ki67`` (paired sets only),
-    all of the first tile of the first H&E set.
-    """
-
-    entry: ModelEntry
-    rows: list[MetricRow]
-    tiles: list[TileValue]
-    examples: dict[str, np.ndarray]
-    consistency: dict[str, ConsistencySummary] = dataclasses.field(default_factory=dict)  # tile set -> summary
-
-
 def resolve_data(he_dir: str | Path | None = None, ki67_dir: str | Path | None = None,
                  pairs_dir: str | Path | None = None, max_tiles: int = 0) -> EvaluationData:
     """Index the tile folders; ``--he-dir`` and ``--ki67-dir`` with identical names are pairs too.
@@ -139,16 +93,6 @@ def resolve_data(he_dir: str | Path | None = None, ki67_dir: str | Path | None =
         he_sets["pairs"] = (pairs_he, pairs_ki67)
         ki67 = ki67 or pairs_ki67
     return EvaluationData(he_sets, ki67)
-
-
-def pearson_r(a, b) -> float:
-    """Pearson correlation of two equal-length sequences; NaN with < 2 values or a constant side."""
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    keep = np.isfinite(a) & np.isfinite(b)
-    a, b = a[keep], b[keep]
-    if len(a) < 2 or a.std() == 0 or b.std() == 0:
-        return float("nan")
-    return float(np.corrcoef(a, b)[0, 1])
 
 
 def record(values: dict, set_name: str, metric: str, names: list[str], array) -> None:

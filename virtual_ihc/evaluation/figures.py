@@ -14,7 +14,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 
-from virtual_ihc.evaluation.evaluator import REFERENCE_INDEX, MetricRow, ModelResult  # noqa: E402
+from virtual_ihc.evaluation.results import REFERENCE_INDEX, MetricRow, ModelResult  # noqa: E402
 
 #: Fig. 3 panels: (metric, axis label)
 EPOCH_PANELS = (("cycle_ssim", "SSIM"), ("cycle_ms_ssim", "MS-SSIM"), ("cycle_psnr", "PSNR (dB)"),

@@ -22,7 +22,7 @@ from virtual_ihc.config import ExperimentConfig
 from virtual_ihc.evaluation.tiles import EvaluationInputError, TileFolder, index_tiles
 from virtual_ihc.export import size_multiple_of
 from virtual_ihc.pixels import padding_to_multiple, uint8_to_unit, unit_to_uint8
-from virtual_ihc.training.checkpoints import list_checkpoints
+from virtual_ihc.training.checkpoints import list_checkpoints, load_generators
 
 #: uint8 (N, H, W, 3) RGB -> uint8 (N, H, W, 3) RGB, given the tiles' names
 StainFunction = Callable[[list[str], np.ndarray], np.ndarray]
@@ -78,8 +78,6 @@ def _saved_model_function(directory: Path) -> StainFunction:
 
 def _checkpoint_loader(run_dir: Path, epoch: int) -> Callable[[], Translator]:
     def load() -> Translator:
-        from virtual_ihc.training.trainer import load_generators
-
         generators = load_generators(run_dir, epoch)
         return Translator(_generator_function(generators["he_to_ki67"]),
                           _generator_function(generators["ki67_to_he"]))

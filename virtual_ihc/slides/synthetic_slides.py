@@ -21,6 +21,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from virtual_ihc.data.synthetic import make_layout, render_he, render_ki67
 from virtual_ihc.io.tiff_pyramid import TileRenderer, write_pyramidal_tiff
 
 def array_renderer(image: np.ndarray) -> TileRenderer:
@@ -52,8 +53,6 @@ def blob_tissue_renderer(height: int, width: int, seed: int = 0, texture_size: i
     one procedural H&E texture tile, background is glass. Memory: the field
     (one value per cell) and the texture tile.
     """
-    from virtual_ihc.data.synthetic import make_layout, render_he
-
     rng = np.random.default_rng(seed)
     field = cv2.GaussianBlur(rng.standard_normal((math.ceil(height / cell), math.ceil(width / cell)))
                              .astype(np.float32), (0, 0), 2.0)
@@ -145,8 +144,6 @@ def consecutive_sections(size: int, seed: int = 0, rotation: float = 5.0, shift:
         elastic: largest elastic displacement, pixels (smooth, as a section stretches on the slide).
         tissue_fraction: share of the image the section covers.
     """
-    from virtual_ihc.data.synthetic import make_layout, render_he, render_ki67
-
     rng = np.random.default_rng(seed)
     section = section_mask(rng, size, tissue_fraction)
     layout = make_layout(rng, size)

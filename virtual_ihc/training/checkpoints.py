@@ -10,6 +10,9 @@ when complete, so a crash mid-save never leaves a checkpoint that breaks
 Each checkpoint folder also keeps its epoch's logs (``logs.json``: the
 ``history.csv`` row), so a row lost to a crash between the checkpoint and the
 CSV write is rebuilt on ``--resume``.
+
+:func:`load_generators` rebuilds a run's two generators from its ``config.json``
+and one of its checkpoints (evaluation reads runs this way).
 """
 
 from __future__ import annotations
@@ -22,7 +25,11 @@ import re
 import shutil
 from pathlib import Path
 
+import keras
 import tensorflow as tf
+
+from virtual_ihc.config import ExperimentConfig
+from virtual_ihc.models import build_resnet_generator
 
 logger = logging.getLogger(__name__)
 
@@ -145,3 +152,28 @@ def read_checkpoint_logs(prefix: str | Path) -> dict | None:
     """The logs saved with a checkpoint (``prefix`` from :func:`list_checkpoints`), or ``None``."""
     path = Path(prefix).parent / LOGS_FILE
     return json.loads(path.read_text()) if path.is_file() else None
+
+
+def load_generators(run_dir: str | Path, epoch: int | None = None) -> dict[str, keras.Model]:
+    """Rebuild both generators of a run from ``config.json`` and a checkpoint (default: the latest).
+
+    Returns ``{"he_to_ki67": model, "ki67_to_he": model}``.
+    """
+    run_dir = Path(run_dir)
+    config_path = run_dir / "config.json"
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{run_dir}: not a run directory (no config.json)")
+    config = ExperimentConfig.load(config_path)
+    generators = {"he_to_ki67": build_resnet_generator(config.generator, "generator_he_to_ki67"),
+                  "ki67_to_he": build_resnet_generator(config.generator, "generator_ki67_to_he")}
+    checkpoints = dict(list_checkpoints(run_dir / "checkpoints"))
+    if not checkpoints:
+        raise FileNotFoundError(f"{run_dir}: no checkpoint in {run_dir / 'checkpoints'}")
+    if epoch is None:
+        epoch = max(checkpoints)
+    if epoch not in checkpoints:
+        raise FileNotFoundError(f"{run_dir}: no checkpoint for epoch {epoch} (have {sorted(checkpoints)})")
+    checkpoint = tf.train.Checkpoint(generator_he_to_ki67=generators["he_to_ki67"],
+                                     generator_ki67_to_he=generators["ki67_to_he"])
+    checkpoint.read(str(checkpoints[epoch])).expect_partial()
+    return generators

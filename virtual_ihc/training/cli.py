@@ -107,7 +107,7 @@ EXIT_WORKER_LOST = 75  # EX_TEMPFAIL
 def run(args: argparse.Namespace) -> int:
     import tensorflow as tf
 
-    from virtual_ihc.data.pipeline import DataError
+    from virtual_ihc.data.index import DataError
     from virtual_ihc.training.trainer import TrainingDivergedError, run_training
 
     config = None

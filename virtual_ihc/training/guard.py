@@ -3,7 +3,7 @@
 A CycleGAN can drift into an inverted stain (glass brown, nuclei white) or into
 hallucinated positivity (every nucleus brown) while its cycle metrics look fine, because
 the cycle can hide the source image in the translation. The guard stains the validation
-H&E tiles after every epoch, measures them with :mod:`virtual_ihc.evaluation.consistency`
+H&E tiles after every epoch, measures them with :mod:`virtual_ihc.histology.consistency`
 against the validation Ki-67 tiles (the reference index and colours), adds the measures
 to the epoch logs (``history.csv`` and TensorBoard, prefixed ``val_``), and logs a clear
 warning whenever a flag is raised. The last summary is kept for the run's final report.
@@ -16,7 +16,7 @@ import logging
 import keras
 import numpy as np
 
-from virtual_ihc.evaluation.consistency import (ConsistencyOptions, ConsistencySummary, evaluate_consistency,
+from virtual_ihc.histology.consistency import (ConsistencyOptions, ConsistencySummary, evaluate_consistency,
                                                 reference_from_tiles)
 
 from virtual_ihc.pixels import uint8_to_unit, unit_to_uint8

@@ -9,6 +9,8 @@ Run directory layout::
     history.csv                 per-epoch losses, validation metrics and learning rate
     export/he_to_ki67/          SavedModel, uint8 serving_default signature (and ki67_to_he/)
     export/generator_*.keras    both generators as Keras files
+
+:func:`~virtual_ihc.training.checkpoints.load_generators` reads the generators back.
 """
 
 from __future__ import annotations
@@ -16,21 +18,19 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import json
 import logging
-import os
 import shutil
 import tempfile
 from pathlib import Path
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from virtual_ihc.config import ConfigError, ExperimentConfig, validate_config
-from virtual_ihc.data.pipeline import (DecodeFailures, DomainIndex, default_steps_per_epoch, index_domain,
-                                       load_validation_tiles, make_train_dataset, make_validation_dataset,
-                                       remove_tile_cache, split_validation)
+from virtual_ihc.data.decode import DecodeFailures, load_validation_tiles, remove_tile_cache
+from virtual_ihc.data.holdout import split_validation
+from virtual_ihc.data.index import DomainIndex, index_domain
+from virtual_ihc.data.stream import default_steps_per_epoch, make_train_dataset, make_validation_dataset
 from virtual_ihc.io.images import remove_orphaned_temporaries
 from virtual_ihc.data.synthetic import write_sample_dataset
 from virtual_ihc.export import export_generators
@@ -42,6 +42,8 @@ from virtual_ihc.training.checkpoints import CheckpointManager, list_checkpoints
 from virtual_ihc.training.guard import PathologyGuard
 from virtual_ihc.training.history import reconcile_history
 from virtual_ihc.training.schedules import build_learning_rate_schedule, on_step_counter
+from virtual_ihc.training.strategy import check_workers_agree, is_chief, select_strategy
+from virtual_ihc.errors import RunFailure
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +51,7 @@ logger = logging.getLogger(__name__)
 TILE_CACHE = ".tile_cache"
 
 
-class TrainingDivergedError(RuntimeError):
+class TrainingDivergedError(RunFailure):
     """Training produced non-finite losses or weights; nothing non-finite was saved or exported."""
 
 
@@ -68,82 +70,6 @@ class TrainingResult:
     consistency: object = None  # ConsistencySummary of the last epoch (None without the pathology guard)
     flagged_epochs: dict = dataclasses.field(default_factory=dict)  # epoch -> pathology guard flags
     model: object = None  # the trained CycleGAN, for callers that go on using it
-
-
-def select_strategy(mode: str) -> tf.distribute.Strategy:
-    """``auto``: MirroredStrategy over all GPUs when more than one is visible, else the default.
-
-    ``mirrored`` forces MirroredStrategy over all GPUs, or over all logical CPU
-    devices when there is no GPU (what the multi-replica tests use).
-    ``multiworker``: :func:`multi_worker_strategy` (call before TensorFlow initialises its devices).
-    """
-    if mode == "multiworker":
-        return multi_worker_strategy()
-    gpus = tf.config.list_logical_devices("GPU")
-    if mode == "none" or (mode == "auto" and len(gpus) <= 1):
-        return tf.distribute.get_strategy()
-    devices = [device.name for device in (gpus or tf.config.list_logical_devices("CPU"))]
-    return tf.distribute.MirroredStrategy(devices=devices)
-
-
-def multi_worker_strategy() -> tf.distribute.MultiWorkerMirroredStrategy:
-    """``MultiWorkerMirroredStrategy`` over the cluster that ``TF_CONFIG`` describes.
-
-    ``TF_CONFIG`` is the standard cluster spec (set by TFJob, Vertex AI, or a
-    SLURM script: docs/distributed.md), e.g.
-    ``{"cluster": {"worker": ["host0:12345", "host1:12345"]}, "task": {"type": "worker", "index": 0}}``.
-    Every worker uses its GPUs (or its CPU); the call waits until all workers are up.
-
-    Raises:
-        ConfigError: ``TF_CONFIG`` missing or malformed, or TensorFlow already initialised in this process.
-    """
-    raw = os.environ.get("TF_CONFIG", "")
-    if not raw.strip():
-        raise ConfigError("--distribute multiworker: the TF_CONFIG environment variable is not set; it names the "
-                          'workers and this one\'s task, e.g. {"cluster": {"worker": ["host0:12345", '
-                          '"host1:12345"]}, "task": {"type": "worker", "index": 0}} (docs/distributed.md)')
-    try:
-        spec = json.loads(raw)
-    except json.JSONDecodeError as error:
-        raise ConfigError(f"--distribute multiworker: TF_CONFIG is not valid JSON ({error}): {raw!r}") from error
-    cluster, task = (spec.get("cluster"), spec.get("task")) if isinstance(spec, dict) else (None, None)
-    if not isinstance(cluster, dict) or not (cluster.get("worker") or cluster.get("chief")):
-        raise ConfigError(f"--distribute multiworker: TF_CONFIG has no cluster with 'worker' (or 'chief') tasks: {raw!r}")
-    if not isinstance(task, dict) or task.get("type") not in cluster or \
-            not 0 <= int(task.get("index", -1)) < len(cluster[task["type"]]):
-        raise ConfigError(f"--distribute multiworker: TF_CONFIG's task must name a type and an index of its "
-                          f"cluster: {raw!r}")
-    try:
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    except RuntimeError as error:  # collective ops must be configured before the eager context starts
-        raise ConfigError(f"--distribute multiworker must start in a fresh process, before TensorFlow runs "
-                          f"anything: {error}") from error
-
-
-def is_chief(strategy: tf.distribute.Strategy) -> bool:
-    """Whether this process writes the run's outputs: the ``chief`` task, else worker 0 (always true off a cluster)."""
-    resolver = strategy.cluster_resolver
-    if resolver is None or resolver.task_type is None:
-        return True
-    jobs = resolver.cluster_spec().as_dict()
-    return resolver.task_type == "chief" or (resolver.task_type == "worker" and resolver.task_id == 0
-                                             and "chief" not in jobs)
-
-
-def check_workers_agree(strategy: tf.distribute.Strategy, values: dict[str, int]) -> None:
-    """Raise unless every worker of a multi-worker run holds the same ``values`` (epochs, steps, position).
-
-    Workers that disagree would issue different numbers of collective operations and hang; this
-    catches, e.g., a run directory that is not shared (only the chief would find the checkpoints).
-    """
-    local = tf.constant([list(values.values())], tf.int64)
-    gathered = strategy.gather(strategy.experimental_distribute_values_from_function(lambda context: local),
-                               axis=0).numpy()
-    if (gathered != gathered[:1]).any():
-        rows = "; ".join(f"replica {number}: " + ", ".join(f"{key} {value}" for key, value in zip(values, row))
-                         for number, row in enumerate(gathered.tolist()))
-        raise ConfigError(f"the workers disagree ({rows}): every worker must run the same command on a run "
-                          "directory shared by all of them (docs/distributed.md)")
 
 
 @contextlib.contextmanager
@@ -370,28 +296,3 @@ def _train(config: ExperimentConfig, strategy: tf.distribute.Strategy, chief: bo
                           skipped_files=skipped, decode_failures=failures.count, replicas=replicas,
                           consistency=guard.summary if guard is not None else None,
                           flagged_epochs=guard.flagged_epochs if guard is not None else {}, model=model)
-
-
-def load_generators(run_dir: str | Path, epoch: int | None = None) -> dict[str, keras.Model]:
-    """Rebuild both generators of a run from ``config.json`` and a checkpoint (default: the latest).
-
-    Returns ``{"he_to_ki67": model, "ki67_to_he": model}``.
-    """
-    run_dir = Path(run_dir)
-    config_path = run_dir / "config.json"
-    if not config_path.is_file():
-        raise FileNotFoundError(f"{run_dir}: not a run directory (no config.json)")
-    config = ExperimentConfig.load(config_path)
-    generators = {"he_to_ki67": build_resnet_generator(config.generator, "generator_he_to_ki67"),
-                  "ki67_to_he": build_resnet_generator(config.generator, "generator_ki67_to_he")}
-    checkpoints = dict(list_checkpoints(run_dir / "checkpoints"))
-    if not checkpoints:
-        raise FileNotFoundError(f"{run_dir}: no checkpoint in {run_dir / 'checkpoints'}")
-    if epoch is None:
-        epoch = max(checkpoints)
-    if epoch not in checkpoints:
-        raise FileNotFoundError(f"{run_dir}: no checkpoint for epoch {epoch} (have {sorted(checkpoints)})")
-    checkpoint = tf.train.Checkpoint(generator_he_to_ki67=generators["he_to_ki67"],
-                                     generator_ki67_to_he=generators["ki67_to_he"])
-    checkpoint.read(str(checkpoints[epoch])).expect_partial()
-    return generators

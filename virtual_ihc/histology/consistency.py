@@ -183,9 +183,12 @@ def default_match_distance(labels: np.ndarray) -> float:
     return max(3.0, 0.5 * 2.0 * math.sqrt(float(np.median(areas)) / math.pi))
 
 
-def _pearson(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a.ravel().astype(np.float64), b.ravel().astype(np.float64)
-    if a.std() == 0 or b.std() == 0:
+def pearson_r(a, b) -> float:
+    """Pearson correlation of two equal-shaped arrays over their finite pairs; NaN with < 2 or a constant side."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    keep = np.isfinite(a) & np.isfinite(b)
+    a, b = a[keep], b[keep]
+    if len(a) < 2 or a.std() == 0 or b.std() == 0:
         return float("nan")
     return float(np.corrcoef(a, b)[0, 1])
 
@@ -235,7 +238,7 @@ def tile_consistency(he: np.ndarray, virtual: np.ndarray,
         glass_pixels=glass_count, glass_kept_pixels=glass_kept, tissue_pixels=tissue_count,
         eosin_he=eosin_he, eosin_virtual=eosin_virtual,
         stroma_pixels=int(stroma.sum()), stroma_dab_pixels=int(stroma_dab.sum()),
-        nuclear_correlation=_pearson(he_hematoxylin, virtual_hematoxylin + virtual_dab),
+        nuclear_correlation=pearson_r(he_hematoxylin, virtual_hematoxylin + virtual_dab),
         index_over_he_nuclei=index_over_nuclei(virtual, he_labels, nucleus_options),
         virtual_index=index_over_nuclei(virtual, virtual_labels, nucleus_options))
 
