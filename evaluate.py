@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Evaluate trained runs (reconstruction metrics, P-hash, FID/KID, Ki-67 index)."""
+"""Evaluate trained runs (reconstruction metrics, P-hash, FID/KID, Ki-67 index): ``virtual-ihc evaluate``."""
 
 import sys
 

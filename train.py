@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Train the improved CycleGAN for H&E -> Ki-67 virtual staining.
+"""Train the improved CycleGAN for H&E -> Ki-67 virtual staining (the same command as ``virtual-ihc train``).
 
     python train.py                          # built-in sample data, small CPU profile
     python train.py --profile paper --he-dir tiles/he/train --ki67-dir tiles/ki67/train
@@ -8,7 +8,7 @@
 
 import sys
 
-from virtual_ihc.training.cli import main
+from virtual_ihc.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(["train", *sys.argv[1:]]))

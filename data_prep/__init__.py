@@ -3,15 +3,14 @@
 - ``python -m data_prep.tile_slides SLIDES... --out DIR``
 - ``python -m data_prep.register_pairs HE_SLIDE KI67_SLIDE --out DIR``
 
-The logic lives in :mod:`virtual_ihc.data`; these modules only parse arguments.
-This module holds the arguments and the entry point both commands share.
+(also ``virtual-ihc tile`` and ``virtual-ihc register``: every entry goes through
+:func:`virtual_ihc.cli.main`). The logic lives in :mod:`virtual_ihc.slides`; these
+modules only parse arguments. This module holds the arguments both commands share.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
-from typing import Callable
 
 from virtual_ihc.slides.tiling import TilingOptions
 
@@ -35,23 +34,3 @@ def tiling_options(args: argparse.Namespace, **extra) -> TilingOptions:
     return TilingOptions(tile_size=args.tile_size, overlap=args.overlap, min_tissue=args.min_tissue,
                          target_mpp=args.target_mpp, target_mag=args.target_mag, mpp=args.mpp,
                          objective_power=args.objective_power, **extra)
-
-
-def command_main(prog: str, description: str, configure_parser: Callable[[argparse.ArgumentParser], None],
-                 run: Callable[[argparse.Namespace], int], argv: list[str] | None) -> int:
-    """Parse ``argv``, set up logging, run the command; returns its exit status.
-
-    Bad input (unreadable file, missing metadata, invalid value) ends the command
-    with its message and status 2 instead of a traceback.
-    """
-    parser = argparse.ArgumentParser(prog=prog, description=description)
-    configure_parser(parser)
-    args = parser.parse_args(argv)
-    from virtual_ihc.cli import configure_logging
-
-    configure_logging()
-    try:
-        return run(args)
-    except (OSError, ValueError) as error:
-        print(f"{prog}: error: {error}", file=sys.stderr)
-        return 2

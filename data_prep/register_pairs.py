@@ -15,7 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from data_prep import add_tile_arguments, command_main, tiling_options
+from data_prep import add_tile_arguments, tiling_options
 from virtual_ihc.slides.registered_pairs import register_slide_pair
 from virtual_ihc.slides.registration import RegistrationOptions
 
@@ -48,9 +48,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    return command_main("python -m data_prep.register_pairs", __doc__.splitlines()[0], configure_parser, run, argv)
+if __name__ == "__main__":  # the way in is the dispatcher (imported here: only when run as a command)
+    from virtual_ihc.cli import main
 
-
-if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(["register", *sys.argv[1:]]))

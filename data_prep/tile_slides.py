@@ -16,10 +16,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from data_prep import add_tile_arguments, command_main, tiling_options
+from data_prep import add_tile_arguments, tiling_options
+from virtual_ihc.errors import InputError
+from virtual_ihc.histology.normalization import METHODS, StainNormalizer
 from virtual_ihc.io.images import read_image_rgb
 from virtual_ihc.slides.splits import STAINS, TEST_FRACTION, entries_from_paths, read_slide_table
-from virtual_ihc.histology.normalization import METHODS, StainNormalizer
 from virtual_ihc.slides.tiling import FORMATS, TilingOptions, format_summary, tile_slides
 
 
@@ -57,12 +58,16 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Tile the slides; bad options or a missing input raise (exit status 2), all slides unreadable returns 1."""
     if bool(args.slides) == bool(args.slides_csv):
-        raise ValueError("give SLIDES (with --stain) or --slides-csv, not both or neither")
+        raise InputError("give SLIDES (with --stain) or --slides-csv, not both or neither")
     if args.slides and not args.stain:
-        raise ValueError("--stain he|ki67 is required with SLIDES (or list slides in --slides-csv)")
+        raise InputError("--stain he|ki67 is required with SLIDES (or list slides in --slides-csv)")
     if bool(args.normalize) != bool(args.target):
-        raise ValueError("--normalize and --target go together")
+        raise InputError("--normalize and --target go together")
+    missing = [path for path in args.slides if not Path(path).exists()]
+    if missing:
+        raise InputError(f"no such file or folder: {', '.join(missing)}")
     entries = (read_slide_table(args.slides_csv) if args.slides_csv
                else entries_from_paths(expand_inputs(args.slides), args.stain))
     options = tiling_options(args, image_format=args.image_format, tiles_per_chunk=args.tiles_per_chunk)
@@ -74,9 +79,7 @@ def run(args: argparse.Namespace) -> int:
     return 1 if summary.failed and not (summary.tiled or summary.already_done) else 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    return command_main("python -m data_prep.tile_slides", __doc__.splitlines()[0], configure_parser, run, argv)
+if __name__ == "__main__":  # the way in is the dispatcher (imported here: only when run as a command)
+    from virtual_ihc.cli import main
 
-
-if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(["tile", *sys.argv[1:]]))

@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from virtual_ihc.config import (PROFILES, SECTIONS, ConfigError, ExperimentConfig, resolve_config,
-                                validate_config)
+from virtual_ihc.cli import main as virtual_ihc_main
+from virtual_ihc.config import PROFILES, SECTIONS, ConfigError, ExperimentConfig, resolve_config, validate_config
 from virtual_ihc.training import cli
 
 
@@ -82,7 +82,7 @@ def test_config_round_trips_through_json(tmp_path):
 
 
 def test_resume_without_a_run_is_a_clear_error(tmp_path, capsys):
-    code = cli.run(_parse("--out", str(tmp_path / "nothing"), "--resume"))
+    code = virtual_ihc_main(["train", "--out", str(tmp_path / "nothing"), "--resume"])
     assert code == 2
     assert "--resume" in capsys.readouterr().err
 

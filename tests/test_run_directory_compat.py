@@ -13,8 +13,8 @@ import pytest
 
 from virtual_ihc.evaluation.models import run_entries
 from virtual_ihc.inference.model import StainModel
-from virtual_ihc.training.checkpoints import load_generators
 from virtual_ihc.pixels import uint8_to_unit, unit_to_uint8
+from virtual_ihc.training.checkpoints import load_generators
 
 ARCHIVE = Path(__file__).parent / "fixtures" / "run_before_issue19.tar.gz"
 

@@ -1,19 +1,24 @@
-"""The ``virtual-ihc`` command: one subcommand per task.
+"""The ``virtual-ihc`` command: one subcommand per task, and the one way into every command.
 
-Each subcommand lives in its own module, which provides
-``configure_parser(parser)`` and ``run(args) -> int``; modules are imported only
-when their subcommand runs, so ``virtual-ihc --help`` stays fast.
+Each subcommand lives in its own module, which provides ``configure_parser(parser)``
+and ``run(args) -> int``; modules are imported only when their subcommand runs, so
+``virtual-ihc --help`` stays fast. ``python train.py``, ``python evaluate.py`` and
+every ``python -m`` entry of the package (``virtual_ihc.stain``, ``virtual_ihc.nst``,
+``data_prep.tile_slides``, ``data_prep.register_pairs``,
+``virtual_ihc.experiments.ablation``, ``virtual_ihc.evaluation.resnet18``) call
+:func:`main` with their subcommand's name, so every command starts, logs and reports
+errors the same way (:mod:`virtual_ihc.runtime`): bad input is one line
+``virtual-ihc <command>: error: <message>`` on stderr and exit status 2.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import os
-import re
 import sys
-import tempfile
+
+from virtual_ihc import runtime
 
 #: subcommand -> (module, one-line help)
 SUBCOMMANDS = {
@@ -26,56 +31,15 @@ SUBCOMMANDS = {
     "register": ("data_prep.register_pairs", "register consecutive H&E / Ki-67 sections into paired tiles "
                                              "(same as python -m data_prep.register_pairs)"),
     "view": ("virtual_ihc.viewer.cli", "show slides side by side in the browser, pan and zoom in sync"),
+    "ablate": ("virtual_ihc.experiments.ablation", "the paper's ablation: train and evaluate CycleGAN, +skip, "
+                                                   "+SSIM, +skip+SSIM (same as python -m "
+                                                   "virtual_ihc.experiments.ablation)"),
+    "resnet18-weights": ("virtual_ihc.evaluation.resnet18", "convert torchvision's ImageNet ResNet-18 to the .npz "
+                                                            "the P-hash loads (needs torch, torchvision, internet)"),
 }
 
-
 #: subcommands that run TensorFlow (imported quietly before their parser is built)
-TENSORFLOW_COMMANDS = ("train", "evaluate", "stain", "nst")
-#: lines TensorFlow's C++ runtime writes to stderr while it loads: start-up information, not problems
-_STARTUP_LINES = re.compile(
-    r"All log messages before absl::InitializeLog\(\) is called|\] oneDNN custom operations are on|"
-    r"cudart_stub\.cc:\d+\] Could not find cuda drivers|cpu_feature_guard\.cc:\d+\] This TensorFlow binary|"
-    r"^To enable the following instructions:|cuda_platform\.cc:\d+\] failed call to cuInit")
-
-
-def import_tensorflow_quietly() -> None:
-    """Import TensorFlow (and probe its devices) without its C++ start-up lines on stderr.
-
-    TensorFlow's runtime logs through absl before any log level can apply, so
-    ``TF_CPP_MIN_LOG_LEVEL`` does not hide these lines. They are captured from
-    file descriptor 2 during the import and dropped if they match the known
-    start-up messages (:data:`_STARTUP_LINES`); any other line is written back.
-    Sets ``TF_CPP_MIN_LOG_LEVEL=2`` (warnings and errors stay visible) unless
-    the user set it. Does nothing if TensorFlow is already imported.
-    """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    if "tensorflow" in sys.modules:
-        return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as capture:
-        os.dup2(capture.fileno(), 2)
-        try:
-            import tensorflow as tf
-
-            tf.config.list_physical_devices()  # CUDA probing logs here too
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            capture.seek(0)
-            for line in capture.read().decode("utf-8", "replace").splitlines(keepends=True):
-                if not _STARTUP_LINES.search(line):
-                    sys.stderr.write(line)
-            sys.stderr.flush()
-
-
-def configure_logging(level: int = logging.INFO) -> None:
-    """Log our messages with timestamps; keep TensorFlow's C++ and absl chatter to warnings."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("absl", "tensorflow", "h5py", "matplotlib", "PIL"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+TENSORFLOW_COMMANDS = ("train", "evaluate", "stain", "nst", "ablate", "resnet18-weights")
 
 
 def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
@@ -90,16 +54,22 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``virtual-ihc ARGV``; returns the exit status (bad input: 2, with a one-line error on stderr)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before a subcommand's parser imports TensorFlow
     argv = list(sys.argv[1:] if argv is None else argv)
     selected = next((arg for arg in argv if not arg.startswith("-")), None)
     selected = selected if selected in SUBCOMMANDS else None
     if selected in TENSORFLOW_COMMANDS:
-        import_tensorflow_quietly()
+        runtime.import_tensorflow_quietly()
     args = build_parser(selected).parse_args(argv)
-    configure_logging()
+    runtime.configure_logging()
     module = importlib.import_module(SUBCOMMANDS[args.command][0])
-    return int(module.run(args) or 0)
+    try:
+        return int(module.run(args) or 0)
+    except Exception as error:  # noqa: BLE001 - only the types of runtime.EXIT_STATUSES are reported
+        if runtime.exit_status(error) is None:
+            raise
+        return runtime.report_error(f"virtual-ihc {args.command}", error)
 
 
 if __name__ == "__main__":

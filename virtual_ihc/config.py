@@ -21,6 +21,8 @@ from typing import Any
 
 import yaml
 
+from virtual_ihc.errors import InputError
+
 
 def _field(default: Any, help: str, choices: tuple | None = None, **kwargs: Any) -> Any:
     """A dataclass field with its command-line help (and allowed values) attached."""
@@ -199,7 +201,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """An invalid option; the message names it."""
 
 

@@ -10,6 +10,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from virtual_ihc.errors import InputError
+
 
 def tile_starts(length: int, tile_size: int, stride: int, cover_edge: bool = True) -> list[int]:
     """Start offsets of tiles of ``tile_size`` every ``stride`` pixels along ``length``.
@@ -20,7 +22,7 @@ def tile_starts(length: int, tile_size: int, stride: int, cover_edge: bool = Tru
     ``cover_edge`` (the caller pads) and ``[]`` without.
     """
     if tile_size <= 0 or stride <= 0:
-        raise ValueError(f"tile_size and stride must be positive, got {tile_size}, {stride}")
+        raise InputError(f"tile_size and stride must be positive, got {tile_size}, {stride}")
     if length < tile_size:
         return [0] if cover_edge else []
     starts = list(range(0, length - tile_size + 1, stride))
@@ -33,7 +35,7 @@ def tile_grid(height: int, width: int, tile_size: int, overlap: int,
               cover_edge: bool = False) -> list[tuple[int, int]]:
     """``(y, x)`` origins of tiles of ``tile_size`` overlapping by ``overlap`` pixels."""
     if not 0 <= overlap < tile_size:
-        raise ValueError(f"overlap must be in [0, tile_size), got {overlap} for tile {tile_size}")
+        raise InputError(f"overlap must be in [0, tile_size), got {overlap} for tile {tile_size}")
     stride = tile_size - overlap
     return [(y, x)
             for y in tile_starts(height, tile_size, stride, cover_edge)

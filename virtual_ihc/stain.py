@@ -1,8 +1,8 @@
 """``python -m virtual_ihc.stain INPUT OUTPUT --model EXPORT``: same as ``virtual-ihc stain``."""
 
-import sys
+if __name__ == "__main__":  # the way in is the dispatcher (imported here: this module is only an entry point)
+    import sys
 
-from virtual_ihc.cli import main
+    from virtual_ihc.cli import main
 
-if __name__ == "__main__":
     sys.exit(main(["stain", *sys.argv[1:]]))

@@ -13,6 +13,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from virtual_ihc.errors import InputError
+
+
+class WeightsError(InputError, OSError):
+    """Weights the user chose cannot be loaded (download failed, not a weights file); the message says what to pass."""
+
 
 def resolve_weights(spec: str | None, option: str = "--weights") -> str | None:
     """Turn a weights option into the ``weights=`` argument of a Keras application.

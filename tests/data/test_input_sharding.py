@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from virtual_ihc.io.images import encode_png, write_image_rgb
 from virtual_ihc.data.index import index_domain
 from virtual_ihc.data.stream import make_train_dataset, shard_domain
+from virtual_ihc.io.images import encode_png, write_image_rgb
 from virtual_ihc.io.tfrecords import TileRecord, write_tile_shard
 
 TILE, CROP = 40, 32

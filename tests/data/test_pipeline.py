@@ -4,12 +4,12 @@ import pytest
 import tensorflow as tf
 import tifffile
 
-from virtual_ihc.io.images import write_image_rgb
 from virtual_ihc.data.decode import DecodeFailures, TileDecoder, load_validation_tiles
 from virtual_ihc.data.holdout import split_validation
 from virtual_ihc.data.index import DataError, index_domain
 from virtual_ihc.data.stream import _epoch_position, augment, make_train_dataset
 from virtual_ihc.data.synthetic import sample_tiles
+from virtual_ihc.io.images import write_image_rgb
 
 TILE, CROP = 40, 32
 

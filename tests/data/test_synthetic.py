@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from virtual_ihc.data.synthetic import (LYMPHOCYTE, SPINDLE, TUMOUR, TUMOUR_NUCLEUS_RADIUS, make_layout,
-                                        render_he, render_ki67, render_pair, sample_tiles, write_sample_dataset)
+from virtual_ihc.data.synthetic import (LYMPHOCYTE, SPINDLE, TUMOUR, TUMOUR_NUCLEUS_RADIUS, make_layout, render_he,
+                                        render_ki67, render_pair, sample_tiles, write_sample_dataset)
 from virtual_ihc.histology.consistency import default_match_distance, glass_mask, match_nuclei
 from virtual_ihc.histology.ki67_index import tile_index
 from virtual_ihc.histology.nuclei import mean_per_nucleus, nucleus_centroids, segment_nuclei

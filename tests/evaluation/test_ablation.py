@@ -8,12 +8,12 @@ import argparse
 import json
 
 import pytest
-
 from test_evaluator import TINY, write_untrained_run
+
 from virtual_ihc.config import ConfigError
 from virtual_ihc.evaluation.report import read_metrics_csv
-from virtual_ihc.experiments.ablation import (VARIANTS, configure_parser, is_complete, run_ablation,
-                                              training_overrides, variant_configs, variant_overrides)
+from virtual_ihc.experiments.ablation import (VARIANTS, configure_parser, is_complete, run_ablation, training_overrides,
+                                              variant_configs, variant_overrides)
 
 
 def _args(argv: list[str]) -> argparse.Namespace:

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import scipy.linalg
 
-from virtual_ihc.evaluation.distribution import (FID_MIN_SAMPLES, InceptionFeatures, fid_warning,
-                                                 frechet_distance, kernel_inception_distance, polynomial_mmd2)
+from virtual_ihc.evaluation.distribution import (FID_MIN_SAMPLES, InceptionFeatures, fid_warning, frechet_distance,
+                                                 kernel_inception_distance, polynomial_mmd2)
 
 
 def _fid_with_sqrtm(a: np.ndarray, b: np.ndarray) -> float:

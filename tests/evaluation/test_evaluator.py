@@ -10,13 +10,13 @@ import tensorflow as tf
 
 from virtual_ihc.cli import main
 from virtual_ihc.config import ExperimentConfig, resolve_config
-from virtual_ihc.io.images import read_image_rgb, write_image_rgb
 from virtual_ihc.data.synthetic import write_sample_dataset
 from virtual_ihc.evaluation.evaluator import EvaluationOptions, evaluate_models, resolve_data
 from virtual_ihc.evaluation.models import run_entries, variant_name
 from virtual_ihc.evaluation.report import read_metrics_csv
 from virtual_ihc.evaluation.tiles import EvaluationInputError
 from virtual_ihc.export import export_saved_model
+from virtual_ihc.io.images import read_image_rgb, write_image_rgb
 from virtual_ihc.models import build_resnet_generator
 
 TINY = {"generator": {"base_filters": 4, "num_residual_blocks": 1}, "train": {"epochs": 2}}

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from virtual_ihc.io.images import read_image_rgb
 from virtual_ihc.evaluation.figures import image_grid
+from virtual_ihc.io.images import read_image_rgb
 
 
 def test_one_visible_panel_per_image_and_labelled_rows(tmp_path):

@@ -14,7 +14,7 @@ from skimage.color import hed2rgb
 
 from virtual_ihc.data.synthetic import make_layout, render_he
 from virtual_ihc.histology.consistency import (ConsistencyOptions, ConsistencyThresholds, evaluate_consistency,
-                                                glass_mask, match_nuclei, raise_flags, tile_consistency)
+                                               glass_mask, match_nuclei, raise_flags, tile_consistency)
 from virtual_ihc.histology.nuclei import segment_nuclei
 from virtual_ihc.histology.stains import restain_he_as_ki67, stain_concentrations
 from virtual_ihc.histology.tissue import saturation

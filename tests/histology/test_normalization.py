@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from virtual_ihc.histology.normalization import (METHODS, StainNormalizer, fit_stain_stats, macenko_stain_matrix,
-                                                  optical_density, vahadane_stain_matrix)
+                                                 optical_density, vahadane_stain_matrix)
 from virtual_ihc.histology.stains import render_beer_lambert
 
 

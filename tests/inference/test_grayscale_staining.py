@@ -4,13 +4,13 @@ import keras
 import numpy as np
 from skimage.color import rgb2gray
 
-from virtual_ihc.io.images import read_image_rgb, write_image_rgb
 from virtual_ihc.data.synthetic import make_layout, render_he
 from virtual_ihc.export import export_saved_model
 from virtual_ihc.histology.tissue import is_colourless, tissue_mask
 from virtual_ihc.inference.model import StainModel
 from virtual_ihc.inference.stitching import StitchOptions
 from virtual_ihc.inference.whole_slide import StainOptions, stain_file
+from virtual_ihc.io.images import read_image_rgb, write_image_rgb
 
 
 def _grey_he_on_glass():

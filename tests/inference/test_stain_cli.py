@@ -9,12 +9,12 @@ import openslide
 import pytest
 
 from virtual_ihc.cli import main
-from virtual_ihc.io.images import read_image_rgb, write_image_rgb
-from virtual_ihc.histology.normalization import StainNormalizer, fit_stain_stats
 from virtual_ihc.data.synthetic import make_layout, render_he
-from virtual_ihc.slides.synthetic_slides import write_image_as_slide
 from virtual_ihc.export import export_saved_model, model_metadata
+from virtual_ihc.histology.normalization import StainNormalizer, fit_stain_stats
 from virtual_ihc.inference.cli import output_name
+from virtual_ihc.io.images import read_image_rgb, write_image_rgb
+from virtual_ihc.slides.synthetic_slides import write_image_as_slide
 
 
 @pytest.fixture(scope="module")

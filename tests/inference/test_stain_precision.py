@@ -7,12 +7,12 @@ from skimage.metrics import peak_signal_noise_ratio
 
 from virtual_ihc.cli import main
 from virtual_ihc.config import GeneratorConfig
-from virtual_ihc.io.images import read_image_rgb, write_image_rgb
 from virtual_ihc.data.synthetic import make_layout, render_he, sample_tiles
 from virtual_ihc.export import export_generators
 from virtual_ihc.inference.model import ModelNotFoundError, StainModel, keras_generator_path
 from virtual_ihc.inference.stitching import StitchOptions
 from virtual_ihc.inference.whole_slide import StainOptions, stain_file
+from virtual_ihc.io.images import read_image_rgb, write_image_rgb
 from virtual_ihc.models import build_resnet_generator
 from virtual_ihc.slides.synthetic_slides import write_image_as_slide
 

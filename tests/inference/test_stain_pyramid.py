@@ -9,12 +9,12 @@ import tifffile
 import tiffslide
 
 from virtual_ihc.data.synthetic import make_layout, render_he
-from virtual_ihc.slides.synthetic_slides import write_image_as_slide
 from virtual_ihc.export import export_saved_model
 from virtual_ihc.inference.model import StainModel
-from virtual_ihc.io.tiff_pyramid import (TIFF_TILE, StreamedPyramid, TiffPyramidWriter, halve, level_shapes)
 from virtual_ihc.inference.stitching import StitchOptions
 from virtual_ihc.inference.whole_slide import StainOptions, partial_dir, stain_file
+from virtual_ihc.io.tiff_pyramid import TIFF_TILE, StreamedPyramid, TiffPyramidWriter, halve, level_shapes
+from virtual_ihc.slides.synthetic_slides import write_image_as_slide
 
 MPP = 0.5
 

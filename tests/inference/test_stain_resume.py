@@ -7,9 +7,9 @@ import pytest
 import tifffile
 
 from virtual_ihc.data.synthetic import make_layout, render_he
-from virtual_ihc.slides.synthetic_slides import write_image_as_slide
 from virtual_ihc.inference.stitching import StitchOptions
 from virtual_ihc.inference.whole_slide import STATE_FILE, StainOptions, partial_dir, stain_file
+from virtual_ihc.slides.synthetic_slides import write_image_as_slide
 
 OPTIONS = StainOptions(StitchOptions(tile_size=128, overlap=48, margin=8, batch_size=4, keep_background=True),
                        compression="deflate")

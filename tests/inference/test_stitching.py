@@ -4,14 +4,14 @@ import keras
 import numpy as np
 import pytest
 
-from virtual_ihc.io.images import read_image_rgb, write_image_rgb
 from virtual_ihc.data.synthetic import make_layout, render_he
-from virtual_ihc.grid import tile_starts
 from virtual_ihc.export import export_saved_model
+from virtual_ihc.grid import tile_starts
 from virtual_ihc.inference.blending import axis_weights, rising_ramp
 from virtual_ihc.inference.model import StainModel
 from virtual_ihc.inference.stitching import StitchOptions, TileLayout
 from virtual_ihc.inference.whole_slide import StainOptions, stain_file
+from virtual_ihc.io.images import read_image_rgb, write_image_rgb
 
 
 @pytest.fixture(scope="module")

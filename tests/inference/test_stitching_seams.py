@@ -6,13 +6,13 @@ import pytest
 import tensorflow as tf
 
 from virtual_ihc.config import GeneratorConfig
-from virtual_ihc.io.images import read_image_rgb, write_image_rgb
 from virtual_ihc.data.synthetic import make_layout, render_he, render_pair
 from virtual_ihc.export import GeneratorServingModule
-from virtual_ihc.pixels import uint8_to_unit
 from virtual_ihc.inference.seams import seam_lines, seam_score
 from virtual_ihc.inference.stitching import StitchOptions, TileLayout
 from virtual_ihc.inference.whole_slide import StainOptions, stain_file
+from virtual_ihc.io.images import read_image_rgb, write_image_rgb
+from virtual_ihc.pixels import uint8_to_unit
 
 SIZE, TILE = 768, 128
 

@@ -9,7 +9,7 @@ import pytest
 import tifffile
 
 from virtual_ihc.io.images import (ImageReadError, read_image_rgb, remove_orphaned_temporaries, to_rgb_uint8,
-                                write_image_rgb)
+                                   write_image_rgb)
 
 
 def test_png_round_trip_keeps_rgb_order(tmp_path):

@@ -9,7 +9,7 @@ import tifffile
 
 from virtual_ihc.io.images import write_image_rgb
 from virtual_ihc.io.slides import (SlideMetadataError, SlideReadError, choose_level, open_slide, output_size,
-                                     read_downsampled, read_scaled_region, target_downsample)
+                                   read_downsampled, read_scaled_region, target_downsample)
 
 
 @pytest.fixture

@@ -7,9 +7,9 @@ import pytest
 
 from virtual_ihc.io.images import encode_png
 from virtual_ihc.io.slides import choose_level, open_slide, read_scaled_region
-from virtual_ihc.slides.splits import entries_from_paths
 from virtual_ihc.io.tfrecords import (IMAGE_KEY, SIZE_KEY, SLIDE_KEY, X_KEY, Y_KEY, TileRecord, list_tfrecords,
-                                        parse_tile_example, tile_record_dataset, write_tile_shard)
+                                      parse_tile_example, tile_record_dataset, write_tile_shard)
+from virtual_ihc.slides.splits import entries_from_paths
 from virtual_ihc.slides.tiling import TilingOptions, read_manifest, tile_slides
 
 tf = pytest.importorskip("tensorflow")

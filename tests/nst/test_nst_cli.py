@@ -6,11 +6,10 @@ import numpy as np
 import pytest
 
 from virtual_ihc import cli
-from virtual_ihc.io.images import read_image_rgb, write_image_rgb
 from virtual_ihc.data.synthetic import sample_tiles
-from virtual_ihc.nst import cli as nst_cli
-from virtual_ihc.nst.config import NSTConfig
+from virtual_ihc.io.images import read_image_rgb, write_image_rgb
 from virtual_ihc.nst import sweep
+from virtual_ihc.nst.config import NSTConfig
 
 # Shallow layers: tracing the step through all of VGG19 takes seconds, and the
 # default layers are exercised in test_nst_transfer.py.
@@ -46,8 +45,8 @@ def test_batch_mode_writes_one_tile_per_input_with_the_same_name(tiles, tmp_path
 
 def test_single_image_goes_to_the_out_file(tiles, tmp_path):
     out = tmp_path / "virtual_ki67.png"
-    status = nst_cli.main(["--content", str(tiles["he_dir"] / "a.png"), "--style", str(tiles["style"]),
-                           "--out", str(out), "--optimizer", "lbfgs", *FAST])
+    status = cli.main(["nst", "--content", str(tiles["he_dir"] / "a.png"), "--style", str(tiles["style"]),
+                       "--out", str(out), "--optimizer", "lbfgs", *FAST])
     assert status == 0
     assert read_image_rgb(out).shape == (48, 48, 3)
     assert json.loads(out.with_suffix(".nst_config.json").read_text())["config"]["optimizer"] == "lbfgs"

@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from virtual_ihc.nst.losses import (content_loss, gram_matrix, mean_gram_matrix, style_layer_loss,
-                                    total_variation_loss)
+from virtual_ihc.nst.losses import content_loss, gram_matrix, mean_gram_matrix, style_layer_loss, total_variation_loss
 
 
 @pytest.fixture

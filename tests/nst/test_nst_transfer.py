@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from virtual_ihc.io.images import read_image_rgb, write_image_rgb
 from virtual_ihc.data.synthetic import sample_tiles
+from virtual_ihc.io.images import read_image_rgb, write_image_rgb
 from virtual_ihc.nst.config import NSTConfig
 from virtual_ihc.nst.features import build_vgg19
 from virtual_ihc.nst.transfer import StyleTransfer, initial_image

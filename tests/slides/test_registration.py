@@ -8,11 +8,16 @@ import cv2
 import numpy as np
 import pytest
 
-from data_prep.register_pairs import main as register_main
-from virtual_ihc.slides.registered_pairs import load_registration
-from virtual_ihc.slides.registration import (Registration, checkerboard, mutual_information,
-                                           normalized_cross_correlation)
+from virtual_ihc.cli import main
 from virtual_ihc.data.synthetic import make_layout, render_he, render_ki67, smooth_deformation
+from virtual_ihc.slides.registered_pairs import load_registration
+from virtual_ihc.slides.registration import Registration, checkerboard, mutual_information, normalized_cross_correlation
+
+
+def register_main(argv: list[str]) -> int:
+    """``python -m data_prep.register_pairs ARGV`` (``virtual-ihc register``)."""
+    return main(["register", *argv])
+
 
 SIZE = 640
 #: the Ki-67 section is rotated 4 degrees, scaled 3 %, sheared, shifted and elastically deformed

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from virtual_ihc.slides.splits import (SlideEntry, assign_splits, entries_from_paths, leaked_ids, read_slide_table,
-                                     slide_groups, slide_id_for, write_slide_table)
+                                       slide_groups, slide_id_for, write_slide_table)
 
 
 def paired_cohort(patients: int = 6, blocks_per_patient: int = 2) -> list[SlideEntry]:

@@ -5,10 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from data_prep.tile_slides import main as tile_main
+from virtual_ihc.cli import main
 from virtual_ihc.io.images import read_image_rgb, write_image_rgb
 from virtual_ihc.slides.splits import SlideEntry, entries_from_paths
 from virtual_ihc.slides.tiling import TilingOptions, plan_slide, read_manifest, tile_slides
+
+
+def tile_main(argv: list[str]) -> int:
+    """``python -m data_prep.tile_slides ARGV`` (``virtual-ihc tile``)."""
+    return main(["tile", *argv])
 
 #: tissue box (x0, y0, x1, y1) in level-0 pixels of a 1536 x 1024 slide scanned at 0.25 µm/px
 BOX = (256, 128, 1024, 768)

@@ -21,13 +21,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tests_support import tiny_overrides
 
+from tests_support import tiny_overrides
 from virtual_ihc.config import ConfigError, resolve_config
 from virtual_ihc.data.synthetic import sample_tiles
 from virtual_ihc.training.checkpoints import list_checkpoints
-from virtual_ihc.training.cli import EXIT_WORKER_LOST
 from virtual_ihc.training.checkpoints import load_generators
+from virtual_ihc.training.cli import EXIT_WORKER_LOST
 from virtual_ihc.training.trainer import run_training
 
 pytestmark = pytest.mark.slow

@@ -20,12 +20,12 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from virtual_ihc.errors import InputError
 from virtual_ihc.grid import tile_grid, tile_tissue_fractions
 from virtual_ihc.histology.tissue import tissue_signal
 from virtual_ihc.io.images import TIFF_EXTENSIONS, ImageReadError, list_images, read_image_rgb, temporary_path
 from virtual_ihc.io.slides import open_slide
 from virtual_ihc.io.tfrecords import SLIDE_KEY, list_tfrecords
-from virtual_ihc.errors import InputError
 
 logger = logging.getLogger(__name__)
 

@@ -47,8 +47,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from virtual_ihc.io.images import write_image_rgb
 from virtual_ihc.histology.stains import STAIN_MATRIX_HED, render_beer_lambert
+from virtual_ihc.io.images import write_image_rgb
 
 logger = logging.getLogger(__name__)
 

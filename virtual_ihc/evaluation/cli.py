@@ -9,13 +9,12 @@ Example::
 from __future__ import annotations
 
 import argparse
-import sys
-from collections.abc import Callable
 
-from virtual_ihc.config import ConfigError
-from virtual_ihc.io.images import ImageReadError
 from virtual_ihc.evaluation.distribution import INCEPTION_SIZE, KID_SUBSET_SIZE, KID_SUBSETS
+from virtual_ihc.evaluation.evaluator import EvaluationOptions, evaluate_models, resolve_data
+from virtual_ihc.evaluation.models import run_entries, virtual_dir_entry
 from virtual_ihc.evaluation.phash import PHASH_LAYER, PHASH_THRESHOLD
+from virtual_ihc.evaluation.report import write_evaluation
 from virtual_ihc.evaluation.resnet18 import STAGES
 from virtual_ihc.evaluation.tiles import EvaluationInputError
 from virtual_ihc.weights import resolve_weights
@@ -75,10 +74,6 @@ def _weights(spec: str | None, fallback: str, option: str) -> str | None:
 
 def evaluate_from_args(args: argparse.Namespace) -> dict:
     """Run the evaluation described by parsed arguments; returns the written outputs by name."""
-    from virtual_ihc.evaluation.evaluator import EvaluationOptions, evaluate_models, resolve_data
-    from virtual_ihc.evaluation.models import run_entries, virtual_dir_entry
-    from virtual_ihc.evaluation.report import write_evaluation
-
     if args.batch_size < 1:
         raise EvaluationInputError(f"--batch-size must be at least 1, got {args.batch_size}")
     options = EvaluationOptions(
@@ -95,13 +90,8 @@ def evaluate_from_args(args: argparse.Namespace) -> dict:
     return write_evaluation(results, real_rows, notes, args.out)
 
 
-def run_and_report(action: Callable[[], dict], header: str) -> int:
-    """Run ``action`` (returning outputs by name), print where they went; bad input -> ``error: ...``, 2."""
-    try:
-        outputs = action()
-    except (EvaluationInputError, ConfigError, ImageReadError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+def print_outputs(outputs: dict, header: str) -> int:
+    """Print ``header`` and where each output went; returns 0."""
     print(f"\n{header}")
     for name, path in outputs.items():
         print(f"  {name:18s} {path}")
@@ -109,4 +99,4 @@ def run_and_report(action: Callable[[], dict], header: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    return run_and_report(lambda: evaluate_from_args(args), f"Evaluation written to {args.out}/:")
+    return print_outputs(evaluate_from_args(args), f"Evaluation written to {args.out}/:")

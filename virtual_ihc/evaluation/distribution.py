@@ -22,7 +22,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from virtual_ihc.weights import describe_weights
+from virtual_ihc.errors import InputError
+from virtual_ihc.weights import WeightsError, describe_weights
 
 logger = logging.getLogger(__name__)
 
@@ -46,14 +47,14 @@ class InceptionFeatures:
 
     def __init__(self, weights: str | None, image_size: int = INCEPTION_SIZE):
         if image_size < INCEPTION_MIN_SIZE:
-            raise ValueError(f"InceptionV3 needs images of at least {INCEPTION_MIN_SIZE} pixels, got {image_size}")
+            raise InputError(f"InceptionV3 needs images of at least {INCEPTION_MIN_SIZE} pixels, got {image_size}")
         self.image_size = image_size
         try:
             self.model = keras.applications.InceptionV3(include_top=False, pooling="avg", weights=weights,
                                                         input_shape=(image_size, image_size, 3))
         except Exception as error:  # Keras raises a bare Exception when the download fails, OSError for files
-            raise OSError(f"InceptionV3 weights ({describe_weights(weights)}) could not be loaded: {error}; "
-                          "pass --fid-weights PATH (a local no-top .h5) or --weights none") from error
+            raise WeightsError(f"InceptionV3 weights ({describe_weights(weights)}) could not be loaded: {error}; "
+                               "pass --fid-weights PATH (a local no-top .h5) or --weights none") from error
         self.model.trainable = False
         logger.info("InceptionV3 features at %dx%d with %s", image_size, image_size, describe_weights(weights))
 
@@ -91,7 +92,7 @@ def frechet_distance(real: np.ndarray, virtual: np.ndarray) -> float:
     """FID between two feature sets ``(N, D)`` and ``(M, D)`` (N, M >= 2)."""
     real, virtual = np.asarray(real, np.float64), np.asarray(virtual, np.float64)
     if len(real) < 2 or len(virtual) < 2:
-        raise ValueError("FID needs at least 2 samples per set")
+        raise InputError("FID needs at least 2 samples per set")
     mean_term = np.sum((real.mean(axis=0) - virtual.mean(axis=0)) ** 2)
     trace_real = np.sum(real.var(axis=0, ddof=1))
     trace_virtual = np.sum(virtual.var(axis=0, ddof=1))
@@ -121,7 +122,7 @@ def kernel_inception_distance(real: np.ndarray, virtual: np.ndarray, subset_size
     real, virtual = np.asarray(real, np.float64), np.asarray(virtual, np.float64)
     size = min(subset_size, len(real), len(virtual))
     if size < 2:
-        raise ValueError("KID needs at least 2 samples per set")
+        raise InputError("KID needs at least 2 samples per set")
     if size == len(real) == len(virtual):
         return polynomial_mmd2(real, virtual), 0.0
     rng = np.random.default_rng(seed)

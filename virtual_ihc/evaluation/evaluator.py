@@ -25,18 +25,18 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from virtual_ihc.histology.consistency import (ConsistencyOptions, ConsistencySummary, Reference, glass_mask,
-                                               pearson_r, stain_statistics, summarize, tile_consistency)
 from virtual_ihc.evaluation.distribution import (INCEPTION_SIZE, KID_SUBSET_SIZE, KID_SUBSETS, InceptionFeatures,
                                                  fid_warning, frechet_distance, kernel_inception_distance)
 from virtual_ihc.evaluation.image_metrics import image_metrics
-from virtual_ihc.histology.ki67_index import TileIndex, slide_indices, tile_index
-from virtual_ihc.histology.nuclei import NucleusOptions
 from virtual_ihc.evaluation.models import ModelEntry, Translator
 from virtual_ihc.evaluation.phash import PHASH_LAYER, PHASH_THRESHOLD, PerceptualHash, phash_scores
-from virtual_ihc.evaluation.tiles import (EvaluationInputError, TileFolder, batches, check_pairs, index_tiles,
-                                         names_match, read_pairs)
 from virtual_ihc.evaluation.results import REAL_KI67, REFERENCE_INDEX, MetricRow, ModelResult, TileValue
+from virtual_ihc.evaluation.tiles import (EvaluationInputError, TileFolder, batches, check_pairs, index_tiles,
+                                          names_match, read_pairs)
+from virtual_ihc.histology.consistency import (ConsistencyOptions, ConsistencySummary, Reference, glass_mask, pearson_r,
+                                               stain_statistics, summarize, tile_consistency)
+from virtual_ihc.histology.ki67_index import TileIndex, slide_indices, tile_index
+from virtual_ihc.histology.nuclei import NucleusOptions
 from virtual_ihc.weights import describe_weights
 
 logger = logging.getLogger(__name__)

@@ -23,8 +23,8 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from virtual_ihc.pixels import uint8_to_unit
 from virtual_ihc.losses import psnr, structural_similarity
+from virtual_ihc.pixels import uint8_to_unit
 
 #: PSNR reported for identical images (MSE = 0), instead of infinity
 PSNR_CAP_DB = 100.0

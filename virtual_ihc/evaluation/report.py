@@ -7,9 +7,8 @@ import dataclasses
 import math
 from pathlib import Path
 
+from virtual_ihc.evaluation.figures import plot_comparison, plot_index_comparison, plot_metrics_vs_epoch, plot_residuals
 from virtual_ihc.evaluation.results import REFERENCE_INDEX, MetricRow, ModelResult, TileValue
-from virtual_ihc.evaluation.figures import (plot_comparison, plot_index_comparison, plot_metrics_vs_epoch,
-                                            plot_residuals)
 
 #: summary columns: (header, metric, tile sets to look in (first found wins), number format)
 SUMMARY_COLUMNS = (

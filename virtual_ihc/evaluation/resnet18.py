@@ -8,7 +8,7 @@ weights are loaded from a ``.npz`` file holding a torchvision ``state_dict``
 (keys such as ``layer2.0.conv1.weight``, arrays in PyTorch layout). Such a file
 is written once, on a machine with PyTorch, by::
 
-    python -m virtual_ihc.evaluation.resnet18 OUT.npz
+    virtual-ihc resnet18-weights OUT.npz     # or: python -m virtual_ihc.evaluation.resnet18 OUT.npz
 
 (``torchvision.models.resnet18(weights="IMAGENET1K_V1")``, downloaded by
 torchvision). ``--weights imagenet`` looks for it as
@@ -24,7 +24,13 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 from pathlib import Path
+
+if __name__ == "__main__":  # as a command: the dispatcher, before the imports below load TensorFlow unquietly
+    from virtual_ihc.cli import main
+
+    sys.exit(main(["resnet18-weights", *sys.argv[1:]]))
 
 import keras
 import numpy as np
@@ -147,8 +153,16 @@ def _require(state: dict[str, np.ndarray], key: str, path) -> np.ndarray:
 
 
 def save_torchvision_weights(path: str | Path) -> Path:
-    """Download torchvision's ImageNet ResNet-18 (needs ``torch`` and ``torchvision``) and save it as ``.npz``."""
-    import torchvision
+    """Download torchvision's ImageNet ResNet-18 (needs ``torch`` and ``torchvision``) and save it as ``.npz``.
+
+    Raises:
+        EvaluationInputError: torchvision is not installed.
+    """
+    try:
+        import torchvision
+    except ImportError as error:
+        raise EvaluationInputError(f"converting the weights needs torch and torchvision ({error}): "
+                                   "pip install torch torchvision, or copy a converted .npz here") from error
 
     model = torchvision.models.resnet18(weights="IMAGENET1K_V1")
     state = {key: value.detach().cpu().numpy() for key, value in model.state_dict().items()
@@ -159,15 +173,12 @@ def save_torchvision_weights(path: str | Path) -> Path:
     return path
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Convert torchvision's ImageNet ResNet-18 to the .npz this "
-                                                 "package loads (needs torch and torchvision, and internet)")
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    """The options of ``virtual-ihc resnet18-weights``."""
     parser.add_argument("out", nargs="?", default=str(imagenet_weights_path()),
                         help="output .npz (default: %(default)s, where --weights imagenet looks)")
-    path = save_torchvision_weights(parser.parse_args(argv).out)
-    print(f"wrote {path}")
+
+
+def run(args: argparse.Namespace) -> int:
+    print(f"wrote {save_torchvision_weights(args.out)}")
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

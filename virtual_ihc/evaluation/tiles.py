@@ -13,10 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
+from virtual_ihc.errors import InputError
 from virtual_ihc.io.images import list_images, read_image_rgb
 
 
-class EvaluationInputError(ValueError):
+class EvaluationInputError(InputError):
     """Unusable evaluation input (missing folder, no tiles, mismatched pairs); the message names it."""
 
 

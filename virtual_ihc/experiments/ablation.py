@@ -2,7 +2,7 @@
 
 One command::
 
-    python -m virtual_ihc.experiments.ablation --out runs/ablation
+    virtual-ihc ablate --out runs/ablation      # or: python -m virtual_ihc.experiments.ablation --out ...
 
 writes::
 
@@ -26,19 +26,20 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-if __name__ == "__main__":  # as a command: TensorFlow's start-up lines are dropped before the imports below load it
-    from virtual_ihc.cli import import_tensorflow_quietly
+if __name__ == "__main__":  # as a command: the dispatcher, before the imports below load TensorFlow unquietly
+    from virtual_ihc.cli import main
 
-    import_tensorflow_quietly()
+    sys.exit(main(["ablate", *sys.argv[1:]]))
 
 from virtual_ihc.config import ConfigError, ExperimentConfig, load_config_file, resolve_config
 from virtual_ihc.data.synthetic import write_sample_dataset
-from virtual_ihc.evaluation.cli import run_and_report
+from virtual_ihc.evaluation.cli import print_outputs
 from virtual_ihc.evaluation.evaluator import EvaluationOptions, evaluate_models, resolve_data
 from virtual_ihc.evaluation.models import run_entries, virtual_dir_entry
 from virtual_ihc.evaluation.report import write_evaluation
 from virtual_ihc.evaluation.tiles import EvaluationInputError
 from virtual_ihc.training.checkpoints import list_checkpoints
+from virtual_ihc.training.trainer import run_training
 from virtual_ihc.weights import resolve_weights
 
 logger = logging.getLogger(__name__)
@@ -87,8 +88,7 @@ def is_complete(config: ExperimentConfig) -> bool:
 def train_variants(configs: dict[str, ExperimentConfig],
                    train: Callable[..., object] | None = None) -> dict[str, float]:
     """Train every variant that is not complete (resuming partial runs); returns seconds per variant."""
-    if train is None:
-        from virtual_ihc.training.trainer import run_training as train
+    train = train or run_training
     seconds = {}
     for variant, config in configs.items():
         if is_complete(config):
@@ -176,17 +176,5 @@ def run_ablation(args: argparse.Namespace, train: Callable[..., object] | None =
     return write_evaluation(results, real_rows, notes, out / "evaluation")
 
 
-def main(argv: list[str] | None = None) -> int:
-    from virtual_ihc.cli import configure_logging
-
-    parser = argparse.ArgumentParser(prog="python -m virtual_ihc.experiments.ablation",
-                                     description=__doc__.splitlines()[0])
-    configure_parser(parser)
-    args = parser.parse_args(argv)
-    configure_logging()
-    return run_and_report(lambda: run_ablation(args),
-                          f"Ablation of {', '.join(args.variants)} in {args.out}/; evaluation:")
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def run(args: argparse.Namespace) -> int:
+    return print_outputs(run_ablation(args), f"Ablation of {', '.join(args.variants)} in {args.out}/; evaluation:")

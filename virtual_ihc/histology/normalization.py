@@ -33,6 +33,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from virtual_ihc.errors import InputError
 from virtual_ihc.histology.stains import EOSIN, HEMATOXYLIN
 
 METHODS = ("macenko", "reinhard", "vahadane")
@@ -86,7 +87,7 @@ def _tissue_od(rgb: np.ndarray, seed: int = 0) -> np.ndarray:
     od = optical_density(rgb).reshape(-1, 3)
     od = od[(od > BACKGROUND_OD).all(axis=1)]
     if len(od) < 100:
-        raise ValueError(f"too little stained tissue to estimate stains ({len(od)} pixels)")
+        raise InputError(f"too little stained tissue to estimate stains ({len(od)} pixels)")
     if len(od) > SAMPLE_PIXELS:
         od = od[np.random.default_rng(seed).choice(len(od), SAMPLE_PIXELS, replace=False)]
     return od
@@ -156,11 +157,11 @@ def fit_stain_stats(method: str, rgb: np.ndarray) -> StainStats:
         ValueError: unknown method, or too little tissue in the image.
     """
     if method not in METHODS:
-        raise ValueError(f"stain normalisation method must be one of {METHODS}, got {method!r}")
+        raise InputError(f"stain normalisation method must be one of {METHODS}, got {method!r}")
     if method == "reinhard":
         tissue = _tissue_weight(rgb) > 0.5
         if tissue.sum() < 100:
-            raise ValueError(f"too little stained tissue to estimate colour statistics ({tissue.sum()} pixels)")
+            raise InputError(f"too little stained tissue to estimate colour statistics ({tissue.sum()} pixels)")
         lab = _lab(rgb)[tissue]
         return StainStats(method, lab_mean=lab.mean(axis=0).astype(np.float64),
                           lab_std=np.maximum(lab.std(axis=0), 1e-3).astype(np.float64))
@@ -195,7 +196,7 @@ class StainNormalizer:
         """
         source = source or fit_stain_stats(self.method, rgb)
         if source.method != self.method:
-            raise ValueError(f"source statistics are {source.method!r}, normaliser is {self.method!r}")
+            raise InputError(f"source statistics are {source.method!r}, normaliser is {self.method!r}")
         if self.method == "reinhard":
             lab = (_lab(rgb) - source.lab_mean) / source.lab_std * self.target.lab_std + self.target.lab_mean
             lab[..., 0] = np.clip(lab[..., 0], 0, 100)

@@ -33,15 +33,15 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from virtual_ihc.errors import InputError
 from virtual_ihc.export import PRECISIONS
-from virtual_ihc.io.images import (IMAGE_EXTENSIONS, TIFF_EXTENSIONS, ImageReadError, read_image_rgb,
-                                remove_orphaned_temporaries)
-from virtual_ihc.io.slides import SlideMetadataError
 from virtual_ihc.histology.normalization import METHODS, StainNormalizer
-from virtual_ihc.inference.model import DEFAULT_DIRECTION, ModelNotFoundError, StainModel, resolve_model
-from virtual_ihc.io.tiff_pyramid import COMPRESSIONS
+from virtual_ihc.inference.distributed import format_table, run_on_cluster
+from virtual_ihc.inference.model import DEFAULT_DIRECTION, StainModel, resolve_model
 from virtual_ihc.inference.stitching import StitchOptions
 from virtual_ihc.inference.whole_slide import StainOptions, StainResult, stain_file
+from virtual_ihc.io.images import IMAGE_EXTENSIONS, TIFF_EXTENSIONS, read_image_rgb, remove_orphaned_temporaries
+from virtual_ihc.io.tiff_pyramid import COMPRESSIONS
 
 logger = logging.getLogger(__name__)
 
@@ -122,10 +122,10 @@ def options_from_args(args: argparse.Namespace) -> StainOptions:
 def normalizer_from_args(args: argparse.Namespace) -> StainNormalizer | None:
     if args.normalizer is not None:
         if args.normalize or args.target:
-            raise ValueError("give --normalizer or --normalize with --target, not both")
+            raise InputError("give --normalizer or --normalize with --target, not both")
         return StainNormalizer.load(args.normalizer)
     if (args.normalize is None) != (args.target is None):
-        raise ValueError("--normalize and --target go together")
+        raise InputError("--normalize and --target go together")
     return StainNormalizer.fit(args.normalize, read_image_rgb(args.target)) if args.normalize else None
 
 
@@ -163,21 +163,21 @@ def format_result(result: StainResult) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Stain every input; bad options or inputs raise before anything is stained (exit status 2).
+
+    A batch goes on past an input that fails to stain (reported; exit status 1 at the end).
+    """
     distributed = args.workers is not None or args.scheduler is not None
-    try:
-        options = options_from_args(args)
-        normalizer = normalizer_from_args(args)
-        jobs = plan_jobs(args.input, args.output)
-        for folder in sorted({output.parent for _, output in jobs}):  # left by a killed earlier run
-            remove_orphaned_temporaries(folder, recursive=False)
-        if args.workers is not None and args.workers < 1:
-            raise ValueError(f"--workers must be at least 1, got {args.workers}")
-        # on a cluster the workers load the model; here it is only checked that it exists
-        model = (resolve_model(args.model, args.direction, args.precision)[0] if distributed
-                 else StainModel(args.model, args.direction, args.precision))
-    except (ValueError, FileNotFoundError, NotADirectoryError, ModelNotFoundError, ImageReadError) as error:
-        print(f"virtual-ihc stain: error: {error}", file=sys.stderr)
-        return 2
+    options = options_from_args(args)
+    normalizer = normalizer_from_args(args)
+    jobs = plan_jobs(args.input, args.output)
+    for folder in sorted({output.parent for _, output in jobs}):  # left by a killed earlier run
+        remove_orphaned_temporaries(folder, recursive=False)
+    if args.workers is not None and args.workers < 1:
+        raise InputError(f"--workers must be at least 1, got {args.workers}")
+    # on a cluster the workers load the model; here it is only checked that it exists
+    model = (resolve_model(args.model, args.direction, args.precision)[0] if distributed
+             else StainModel(args.model, args.direction, args.precision))
     if distributed:
         return run_distributed(args, jobs, model, options, normalizer)
     failures = 0
@@ -193,7 +193,7 @@ def run(args: argparse.Namespace) -> int:
                 print(f"interrupted: rerun with --resume to continue {input_path.name} where it stopped",
                       file=sys.stderr)
                 return 130
-            except (ImageReadError, SlideMetadataError, ValueError) as error:
+            except ValueError as error:  # this input is unusable (an InputError) or cannot be stained
                 failures += 1
                 print(f"{input_path.name}: FAILED: {error}", file=sys.stderr)
                 continue
@@ -205,8 +205,6 @@ def run(args: argparse.Namespace) -> int:
 def run_distributed(args: argparse.Namespace, jobs: list[tuple[Path, Path]], model_path: Path,
                     options: StainOptions, normalizer: StainNormalizer | None) -> int:
     """``--workers`` / ``--scheduler``: one task per slide on Dask, then the table of slides."""
-    from virtual_ihc.inference.distributed import format_table, run_on_cluster
-
     logging.getLogger("distributed").setLevel(logging.WARNING)  # Dask's start-up and connection chatter
     started = time.perf_counter()
     try:

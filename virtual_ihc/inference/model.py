@@ -18,9 +18,12 @@ import logging
 import os
 from pathlib import Path
 
+import keras
 import numpy as np
 
-from virtual_ihc.export import PRECISIONS, read_model_metadata
+import virtual_ihc.models  # noqa: F401  (registers the generator's custom layers for .keras files)
+from virtual_ihc.errors import InputError
+from virtual_ihc.export import PRECISIONS, read_model_metadata, serving_module
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +31,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_DIRECTION = "he_to_ki67"
 
 
-class ModelNotFoundError(FileNotFoundError):
+class ModelNotFoundError(InputError, FileNotFoundError):
     """``--model`` names neither a SavedModel nor a run directory with one."""
 
 
@@ -120,11 +123,6 @@ class StainModel:
 
 def _rebuilt_serving_module(keras_path: Path, precision: str):
     """The serving functions of the ``.keras`` generator computing in ``precision``."""
-    import keras
-
-    import virtual_ihc.models  # noqa: F401  (registers the generator's custom layers)
-    from virtual_ihc.export import serving_module
-
     module = serving_module(keras.saving.load_model(keras_path, compile=False), precision)
     logger.info("loaded %s, computing in %s", keras_path, precision)
     return module

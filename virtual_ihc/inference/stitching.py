@@ -27,9 +27,10 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from virtual_ihc.errors import InputError
 from virtual_ihc.grid import tile_starts
-from virtual_ihc.pixels import SIZE_MULTIPLE
 from virtual_ihc.inference.blending import axis_weights
+from virtual_ihc.pixels import SIZE_MULTIPLE
 
 #: read_tile(y, x, height, width) -> uint8 RGB (height, width, 3), processing-resolution pixels
 TileReader = Callable[[int, int, int, int], np.ndarray]
@@ -63,13 +64,13 @@ class StitchOptions:
 
     def __post_init__(self):
         if self.tile_size < MIN_SIDE:
-            raise ValueError(f"tile size must be at least {MIN_SIDE} pixels, got {self.tile_size}")
+            raise InputError(f"tile size must be at least {MIN_SIDE} pixels, got {self.tile_size}")
         if not 0 <= self.overlap < self.tile_size:
-            raise ValueError(f"overlap must be in [0, tile size {self.tile_size}), got {self.overlap}")
+            raise InputError(f"overlap must be in [0, tile size {self.tile_size}), got {self.overlap}")
         if not 0 <= 2 * self.margin <= self.overlap:
-            raise ValueError(f"margin must be in [0, overlap / 2 = {self.overlap // 2}], got {self.margin}")
+            raise InputError(f"margin must be in [0, overlap / 2 = {self.overlap // 2}], got {self.margin}")
         if self.batch_size < 1:
-            raise ValueError(f"batch size must be at least 1, got {self.batch_size}")
+            raise InputError(f"batch size must be at least 1, got {self.batch_size}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,7 +96,7 @@ class TileLayout:
     def plan(cls, height: int, width: int, options: StitchOptions) -> "TileLayout":
         """Tiles for an image of ``height x width``; sides shorter than a tile get one tile of their length."""
         if min(height, width) < MIN_SIDE:
-            raise ValueError(f"image must be at least {MIN_SIDE} pixels high and wide, got {width}x{height}")
+            raise InputError(f"image must be at least {MIN_SIDE} pixels high and wide, got {width}x{height}")
         stride = options.tile_size - options.overlap
         tile_height, tile_width = min(options.tile_size, height), min(options.tile_size, width)
         return cls(height, width, tile_height, tile_width,

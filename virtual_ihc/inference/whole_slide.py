@@ -37,14 +37,13 @@ import cv2
 import numpy as np
 
 from virtual_ihc.grid import tile_tissue_fractions
-from virtual_ihc.io.images import TIFF_EXTENSIONS, write_image_rgb
-from virtual_ihc.io.slides import (LevelChoice, Slide, SlideMetadataError, choose_level, open_slide,
-                                     output_size, read_downsampled, read_scaled_region)
 from virtual_ihc.histology.normalization import StainNormalizer, fit_stain_stats
 from virtual_ihc.histology.tissue import is_colourless, tissue_mask
+from virtual_ihc.inference.stitching import FinishedBand, StitchOptions, TileLayout, TileModel, TileReader, stitch_rows
+from virtual_ihc.io.images import TIFF_EXTENSIONS, write_image_rgb
+from virtual_ihc.io.slides import (LevelChoice, Slide, SlideMetadataError, choose_level, open_slide, output_size,
+                                   read_downsampled, read_scaled_region)
 from virtual_ihc.io.tiff_pyramid import StreamedPyramid, TiffPyramidWriter, level_shapes
-from virtual_ihc.inference.stitching import (FinishedBand, StitchOptions, TileLayout, TileModel, TileReader,
-                                             stitch_rows)
 
 logger = logging.getLogger(__name__)
 

@@ -15,6 +15,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from virtual_ihc.errors import InputError
+
 logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
@@ -24,7 +26,7 @@ TIFF_EXTENSIONS = (".tif", ".tiff")
 _TEMPORARY = re.compile(r"^\..+\.([A-Za-z0-9_]+)\.tmp(\.[A-Za-z0-9]+)?$")
 
 
-class ImageReadError(ValueError):
+class ImageReadError(InputError):
     """An image file could not be read or decoded; the message names the file."""
 
 

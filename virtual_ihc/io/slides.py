@@ -27,6 +27,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from virtual_ihc.errors import InputError
 from virtual_ihc.io.images import ImageReadError, read_image_rgb, to_rgb_uint8
 
 logger = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ class SlideReadError(ImageReadError):
     """A slide could not be opened or read; the message names the file and the reasons."""
 
 
-class SlideMetadataError(ValueError):
+class SlideMetadataError(InputError):
     """The resolution metadata needed for a target magnification / µm/px is missing."""
 
 
@@ -261,11 +262,11 @@ def target_downsample(slide: Slide, target_mpp: float | None = None,
             override was given; the message names the file and the option to set.
     """
     if target_mpp is not None and target_mag is not None:
-        raise ValueError("give a target µm/px or a target magnification, not both")
+        raise InputError("give a target µm/px or a target magnification, not both")
     if target_mpp is None and target_mag is None:
         return 1.0
     if target_mpp is not None and target_mpp <= 0 or target_mag is not None and target_mag <= 0:
-        raise ValueError(f"target must be positive, got mpp={target_mpp}, magnification={target_mag}")
+        raise InputError(f"target must be positive, got mpp={target_mpp}, magnification={target_mag}")
     if target_mag is not None and slide.objective_power is not None:
         return slide.objective_power / target_mag
     if target_mpp is not None and slide.mpp is not None:

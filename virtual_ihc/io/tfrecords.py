@@ -19,6 +19,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
+from virtual_ihc.errors import InputError
 from virtual_ihc.io.images import decode_image_rgb
 
 if TYPE_CHECKING:  # TensorFlow is imported only inside the functions that need it
@@ -124,7 +125,7 @@ def decode_tile_record(serialized: bytes):
         y = int(feature[Y_KEY].int64_list.value[0]) if Y_KEY in feature else -1
         png = feature[IMAGE_KEY].bytes_list.value[0]
     except Exception as error:  # protobuf decode errors, missing features
-        raise ValueError(f"not a tile record ({error})") from error
+        raise InputError(f"not a tile record ({error})") from error
     return decode_image_rgb(png, source=f"TFRecord tile of slide {slide} at x={x}, y={y}"), slide, x, y
 
 

@@ -1,7 +1,8 @@
 """``python -m virtual_ihc.nst``: same as ``virtual-ihc nst``."""
 
-import sys
+if __name__ == "__main__":  # the way in is the dispatcher (imported here: this module is only an entry point)
+    import sys
 
-from virtual_ihc.nst.cli import main
+    from virtual_ihc.cli import main
 
-sys.exit(main())
+    sys.exit(main(["nst", *sys.argv[1:]]))

@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from pathlib import Path
 
 import keras
 import numpy as np
 
+from virtual_ihc.errors import InputError
 from virtual_ihc.io.images import ImageReadError, list_images, read_image_rgb, write_image_rgb
 from virtual_ihc.nst.config import CONTENT_LOSSES, INITIALISATIONS, OPTIMIZERS, NSTConfig
 from virtual_ihc.nst.features import build_vgg19
@@ -86,7 +86,7 @@ def parse_style_layers(tokens: list[str]) -> tuple[tuple[str, float], ...]:
         try:
             layers.append((name, float(weight) if weight else 1.0 / len(tokens)))
         except ValueError:
-            raise ValueError(f"--style-layers: bad weight in {token!r} (expected LAYER:NUMBER)") from None
+            raise InputError(f"--style-layers: bad weight in {token!r} (expected LAYER:NUMBER)") from None
     return tuple(layers)
 
 
@@ -117,29 +117,25 @@ def image_paths(path: Path) -> list[Path]:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``virtual-ihc nst``; returns the exit status (2 for bad input)."""
-    try:
-        config = config_from_args(args)
-        resolved = resolve_weights(config.weights)
-        content_paths = image_paths(args.content)
-        style_paths = image_paths(args.style)
-        style_images = [read_image_rgb(path) for path in style_paths]
-        if args.mode == "sweep" and len(content_paths) != 1:
-            raise ValueError("sweep: --content must be one image")
-        keras.utils.set_random_seed(config.seed)  # makes random ('none') weights reproducible
-        vgg = build_vgg19(resolved)
-        record = settings_record(config, resolved) | {"style": [str(path) for path in style_paths]}
-        if args.mode == "sweep":
-            figure = run_sweep(read_image_rgb(content_paths[0]), style_images, vgg, config, args.out, record)
-            print(f"sweep figure: {figure}; outputs and {RECORD_NAME} in {args.out}")
-        else:
-            transfer = StyleTransfer(config, vgg)
-            outputs = stylise_all(transfer, transfer.style_targets(style_images), args.content, content_paths,
-                                  args.out, record)
-            print(f"wrote {len(outputs)} NST image(s): {_where(outputs, args.out)}")
-    except (ImageReadError, FileNotFoundError, NotADirectoryError, ValueError) as error:
-        print(f"virtual-ihc nst: error: {error}", file=sys.stderr)
-        return 2
+    """Run ``virtual-ihc nst``; bad input raises (the dispatcher reports it, exit status 2)."""
+    config = config_from_args(args)
+    resolved = resolve_weights(config.weights)
+    content_paths = image_paths(args.content)
+    style_paths = image_paths(args.style)
+    style_images = [read_image_rgb(path) for path in style_paths]
+    if args.mode == "sweep" and len(content_paths) != 1:
+        raise InputError("sweep: --content must be one image")
+    keras.utils.set_random_seed(config.seed)  # makes random ('none') weights reproducible
+    vgg = build_vgg19(resolved)
+    record = settings_record(config, resolved) | {"style": [str(path) for path in style_paths]}
+    if args.mode == "sweep":
+        figure = run_sweep(read_image_rgb(content_paths[0]), style_images, vgg, config, args.out, record)
+        print(f"sweep figure: {figure}; outputs and {RECORD_NAME} in {args.out}")
+    else:
+        transfer = StyleTransfer(config, vgg)
+        outputs = stylise_all(transfer, transfer.style_targets(style_images), args.content, content_paths,
+                              args.out, record)
+        print(f"wrote {len(outputs)} NST image(s): {_where(outputs, args.out)}")
     if resolved is None:
         print(f"note: {describe_weights(resolved)}; these NST images are not meaningful")
     return 0
@@ -175,17 +171,3 @@ def stylise_all(transfer: StyleTransfer, style_targets: dict, content_root: Path
 
 def _where(outputs: list[Path], out: Path) -> str:
     return str(outputs[0]) if len(outputs) == 1 else f"{out}/ (same file names as the H&E tiles)"
-
-
-def main(argv: list[str] | None = None, prog: str = "python -m virtual_ihc.nst") -> int:
-    """``python -m virtual_ihc.nst``: the same options as ``virtual-ihc nst``."""
-    from virtual_ihc.cli import import_tensorflow_quietly
-
-    import_tensorflow_quietly()
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
-    configure_parser(parser)
-    args = parser.parse_args(argv)
-    from virtual_ihc.cli import configure_logging
-
-    configure_logging()
-    return run(args)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from virtual_ihc.errors import InputError
+
 #: Convolution layers of ``keras.applications.VGG19``, shallow to deep.
 VGG19_CONV_LAYERS = tuple(
     f"block{block}_conv{conv}"
@@ -74,21 +76,21 @@ class NSTConfig:
                            tuple((str(name), float(weight)) for name, weight in self.style_layers))
         unknown = [name for name in self.layer_names if name not in VGG19_CONV_LAYERS]
         if unknown:
-            raise ValueError(f"unknown VGG19 layer(s) {unknown}; choose from {list(VGG19_CONV_LAYERS)}")
+            raise InputError(f"unknown VGG19 layer(s) {unknown}; choose from {list(VGG19_CONV_LAYERS)}")
         if not self.content_layers or not self.style_layers:
-            raise ValueError("at least one content layer and one style layer are needed")
+            raise InputError("at least one content layer and one style layer are needed")
         _check_choice("content_loss", self.content_loss, CONTENT_LOSSES)
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
         _check_choice("init", self.init, INITIALISATIONS)
         if self.iterations < 1:
-            raise ValueError(f"iterations must be >= 1, got {self.iterations}")
+            raise InputError(f"iterations must be >= 1, got {self.iterations}")
         negative = {name: value for name, value in (
             ("content_weight", self.content_weight), ("style_weight", self.style_weight),
             ("tv_weight", self.tv_weight), ("learning_rate", self.learning_rate),
             *((f"style weight of {layer}", weight) for layer, weight in self.style_layers),
         ) if value < 0}
         if negative:
-            raise ValueError(f"weights must be >= 0, got {negative}")
+            raise InputError(f"weights must be >= 0, got {negative}")
 
     @property
     def layer_names(self) -> tuple[str, ...]:
@@ -103,4 +105,4 @@ class NSTConfig:
 
 def _check_choice(field: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
-        raise ValueError(f"{field} must be one of {choices}, got {value!r}")
+        raise InputError(f"{field} must be one of {choices}, got {value!r}")

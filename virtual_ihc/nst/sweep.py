@@ -111,7 +111,7 @@ def plot_sweep(content: np.ndarray, style: np.ndarray, runs: Sequence[tuple[str,
     return path
 
 
-if __name__ == "__main__":
-    from virtual_ihc.nst.cli import main
+if __name__ == "__main__":  # the way in is the dispatcher (imported here: only when run as a command)
+    from virtual_ihc.cli import main
 
-    sys.exit(main(["sweep", *sys.argv[1:]], prog="python -m virtual_ihc.nst.sweep"))
+    sys.exit(main(["nst", "sweep", *sys.argv[1:]]))

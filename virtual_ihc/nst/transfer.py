@@ -20,6 +20,7 @@ import numpy as np
 import scipy.optimize
 import tensorflow as tf
 
+from virtual_ihc.errors import InputError
 from virtual_ihc.nst.config import NSTConfig
 from virtual_ihc.nst.features import MIN_IMAGE_SIZE, build_feature_extractor, vgg19_preprocess
 from virtual_ihc.nst.losses import content_loss, mean_gram_matrix, style_layer_loss, total_variation_loss
@@ -55,10 +56,10 @@ class NSTResult:
 def check_image_size(image: np.ndarray, role: str) -> None:
     """Raise ``ValueError`` unless ``image`` is ``(H, W, 3)`` with H, W >= 32."""
     if image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f"{role} image must be RGB (H, W, 3), got shape {image.shape}")
+        raise InputError(f"{role} image must be RGB (H, W, 3), got shape {image.shape}")
     height, width = image.shape[:2]
     if min(height, width) < MIN_IMAGE_SIZE:
-        raise ValueError(f"{role} image is {height}x{width} pixels; VGG19 needs at least "
+        raise InputError(f"{role} image is {height}x{width} pixels; VGG19 needs at least "
                          f"{MIN_IMAGE_SIZE}x{MIN_IMAGE_SIZE}")
 
 
@@ -121,7 +122,7 @@ class StyleTransfer:
         has no colour to take on.
         """
         if not style_images:
-            raise ValueError("at least one style image is needed")
+            raise InputError("at least one style image is needed")
         names = [name for name, _ in self.config.style_layers]
         sums = {name: 0.0 for name in names}
         for index, style in enumerate(style_images):

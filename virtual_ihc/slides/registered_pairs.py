@@ -27,10 +27,10 @@ import cv2
 import numpy as np
 
 from virtual_ihc.io.images import write_image_rgb
+from virtual_ihc.io.slides import (LevelChoice, Slide, choose_level, open_slide, output_size, read_downsampled,
+                                   read_scaled_region)
 from virtual_ihc.slides.registration import (Registration, RegistrationOptions, checkerboard, density_overlay,
-                                           nuclear_density, register_images, warp_to_he)
-from virtual_ihc.io.slides import (LevelChoice, Slide, choose_level, open_slide, output_size,
-                                     read_downsampled, read_scaled_region)
+                                             nuclear_density, register_images, warp_to_he)
 from virtual_ihc.slides.splits import SlideEntry, slide_id_for
 from virtual_ihc.slides.tiling import TilingOptions, plan_slide
 

@@ -24,6 +24,8 @@ import os
 import re
 from pathlib import Path
 
+from virtual_ihc.errors import InputError
+
 STAINS = ("he", "ki67")
 SPLITS = ("train", "test")
 TABLE_COLUMNS = ("path", "stain", "slide_id", "pair_id", "patient_id", "split")
@@ -53,9 +55,9 @@ class SlideEntry:
 
     def __post_init__(self):
         if self.stain not in STAINS:
-            raise ValueError(f"{self.path}: stain must be one of {STAINS}, got {self.stain!r}")
+            raise InputError(f"{self.path}: stain must be one of {STAINS}, got {self.stain!r}")
         if self.split not in SPLITS + ("",):
-            raise ValueError(f"{self.path}: split must be one of {SPLITS} or empty, got {self.split!r}")
+            raise InputError(f"{self.path}: split must be one of {SPLITS} or empty, got {self.split!r}")
 
 
 def slide_id_for(path: str | os.PathLike) -> str:
@@ -80,7 +82,7 @@ def read_slide_table(csv_path: str | os.PathLike) -> list[SlideEntry]:
         reader = csv.DictReader(handle)
         missing = {"path", "stain"} - set(reader.fieldnames or ())
         if missing:
-            raise ValueError(f"{csv_path}: missing column(s) {sorted(missing)}; expected {TABLE_COLUMNS}")
+            raise InputError(f"{csv_path}: missing column(s) {sorted(missing)}; expected {TABLE_COLUMNS}")
         entries = []
         for line, row in enumerate(reader, start=2):
             row = {key: (value or "").strip() for key, value in row.items() if key}
@@ -92,7 +94,7 @@ def read_slide_table(csv_path: str | os.PathLike) -> list[SlideEntry]:
                                           pair_id=row.get("pair_id", ""), patient_id=row.get("patient_id", ""),
                                           split=row.get("split", "").lower()))
             except ValueError as error:
-                raise ValueError(f"{csv_path}, line {line}: {error}") from error
+                raise InputError(f"{csv_path}, line {line}: {error}") from error
     return entries
 
 
@@ -153,11 +155,11 @@ def assign_splits(entries: list[SlideEntry], test_fraction: float = TEST_FRACTIO
             slides explicitly in both splits.
     """
     if not 0.0 <= test_fraction <= 1.0:
-        raise ValueError(f"test fraction must be in [0, 1], got {test_fraction}")
+        raise InputError(f"test fraction must be in [0, 1], got {test_fraction}")
     ids = [entry.slide_id for entry in entries]
     duplicates = sorted({slide_id for slide_id in ids if ids.count(slide_id) > 1})
     if duplicates:
-        raise ValueError(f"slide ids must be unique (they name the tiles), repeated: {duplicates}")
+        raise InputError(f"slide ids must be unique (they name the tiles), repeated: {duplicates}")
     wanted_test = set(test_ids)
     groups = slide_groups(entries)
     group_split = {}
@@ -168,7 +170,7 @@ def assign_splits(entries: list[SlideEntry], test_fraction: float = TEST_FRACTIO
             fixed.add("test")
         if len(fixed) > 1:
             names = sorted(entries[index].slide_id for index in group)
-            raise ValueError(f"slides {names} share a pair or patient id but are assigned to both splits")
+            raise InputError(f"slides {names} share a pair or patient id but are assigned to both splits")
         if fixed:
             group_split[number] = fixed.pop()
     test_target = round(test_fraction * len(groups))

@@ -38,14 +38,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from virtual_ihc.io.images import encode_png, remove_orphaned_temporaries, write_csv_rows, write_image_rgb
-from virtual_ihc.io.tfrecords import TileRecord, write_tile_shard
-from virtual_ihc.io.slides import (LevelChoice, choose_level, open_slide,
-                                     output_size, read_downsampled, read_scaled_region)
-from virtual_ihc.slides.splits import TEST_FRACTION, SlideEntry, assign_splits, read_slide_table, write_slide_table
-from virtual_ihc.histology.normalization import StainNormalizer, StainStats, fit_stain_stats
+from virtual_ihc.errors import InputError
 from virtual_ihc.grid import tile_grid, tile_tissue_fractions
+from virtual_ihc.histology.normalization import StainNormalizer, StainStats, fit_stain_stats
 from virtual_ihc.histology.tissue import tissue_mask
+from virtual_ihc.io.images import encode_png, remove_orphaned_temporaries, write_csv_rows, write_image_rgb
+from virtual_ihc.io.slides import (LevelChoice, choose_level, open_slide, output_size, read_downsampled,
+                                   read_scaled_region)
+from virtual_ihc.io.tfrecords import TileRecord, write_tile_shard
+from virtual_ihc.slides.splits import TEST_FRACTION, SlideEntry, assign_splits, read_slide_table, write_slide_table
 
 logger = logging.getLogger(__name__)
 
@@ -88,11 +89,11 @@ class TilingOptions:
 
     def __post_init__(self):
         if self.image_format not in FORMATS:
-            raise ValueError(f"format must be one of {FORMATS}, got {self.image_format!r}")
+            raise InputError(f"format must be one of {FORMATS}, got {self.image_format!r}")
         if not 0.0 <= self.min_tissue <= 1.0:
-            raise ValueError(f"min_tissue must be in [0, 1], got {self.min_tissue}")
+            raise InputError(f"min_tissue must be in [0, 1], got {self.min_tissue}")
         if not 0 <= self.overlap < self.tile_size:
-            raise ValueError(f"overlap must be in [0, tile_size), got {self.overlap} for {self.tile_size}")
+            raise InputError(f"overlap must be in [0, tile_size), got {self.overlap} for {self.tile_size}")
 
 
 @dataclasses.dataclass
@@ -237,7 +238,7 @@ def _check_options(out_dir: Path, options: TilingOptions, normalizer: StainNorma
         previous = json.loads(recorded.read_text())
         if previous != current:
             changed = sorted(key for key in current if previous.get(key) != current[key])
-            raise ValueError(f"{out_dir} was tiled with other options ({', '.join(changed)} differ); "
+            raise InputError(f"{out_dir} was tiled with other options ({', '.join(changed)} differ); "
                              f"use a new --out folder or the same options")
     out_dir.mkdir(parents=True, exist_ok=True)
     recorded.write_text(json.dumps(current, indent=2))

@@ -15,8 +15,10 @@ import re
 import sys
 import typing
 
-from virtual_ihc.config import (CLI_PREFIX, PROFILES, SECTIONS, ConfigError, ExperimentConfig, load_config_file,
-                                resolve_config)
+import tensorflow as tf
+
+from virtual_ihc.config import CLI_PREFIX, PROFILES, SECTIONS, ExperimentConfig, load_config_file, resolve_config
+from virtual_ihc.training.trainer import run_training
 
 _TOP_LEVEL = ("name", "out", "profile")
 
@@ -105,26 +107,20 @@ EXIT_WORKER_LOST = 75  # EX_TEMPFAIL
 
 
 def run(args: argparse.Namespace) -> int:
-    import tensorflow as tf
+    """Train as the arguments say and print where the outputs went.
 
-    from virtual_ihc.data.index import DataError
-    from virtual_ihc.training.trainer import TrainingDivergedError, run_training
-
-    config = None
+    Bad options and data raise (the dispatcher reports them, exit status 2), a
+    diverged run raises :class:`~virtual_ihc.training.trainer.TrainingDivergedError`
+    (exit status 1); a multi-worker run that lost a worker returns :data:`EXIT_WORKER_LOST`.
+    """
+    config = config_from_args(args)
     try:
-        config = config_from_args(args)
         result = run_training(config, resume=args.resume, overwrite=args.overwrite)
-    except (ConfigError, DataError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except TrainingDivergedError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
     except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.AbortedError) as error:
-        if config is None or config.train.distribute != "multiworker":
+        if config.train.distribute != "multiworker":
             raise
         first_line = re.sub(r"\{\{.*?\}\}\s*", "", str(error)).strip().split("\n")[0] or type(error).__name__
-        print(f"error: a worker of the cluster was lost ({first_line}). Relaunch every worker with the same "
+        print(f"virtual-ihc train: error: a worker of the cluster was lost ({first_line}). Relaunch every worker with the same "
               f"command: training resumes from the last checkpoint in {config.run_dir / 'checkpoints'} "
               f"(exit status {EXIT_WORKER_LOST}; docs/distributed.md)", file=sys.stderr)
         return EXIT_WORKER_LOST
@@ -148,14 +144,3 @@ def run(args: argparse.Namespace) -> int:
         print(f"  skipped: {len(result.skipped_files)} unusable files while indexing, "
               f"{result.decode_failures} failed tile reads during training (see the log)")
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    from virtual_ihc.cli import configure_logging, import_tensorflow_quietly
-
-    import_tensorflow_quietly()
-    parser = argparse.ArgumentParser(prog="train.py")
-    configure_parser(parser)
-    args = parser.parse_args(argv)
-    configure_logging()
-    return run(args)

@@ -17,8 +17,7 @@ import keras
 import numpy as np
 
 from virtual_ihc.histology.consistency import (ConsistencyOptions, ConsistencySummary, evaluate_consistency,
-                                                reference_from_tiles)
-
+                                               reference_from_tiles)
 from virtual_ihc.pixels import uint8_to_unit, unit_to_uint8
 
 logger = logging.getLogger(__name__)

@@ -11,6 +11,7 @@ import keras
 import tensorflow as tf
 
 from virtual_ihc.config import TrainConfig
+from virtual_ihc.errors import InputError
 
 
 @keras.saving.register_keras_serializable(package="virtual_ihc")
@@ -48,7 +49,7 @@ def build_learning_rate_schedule(config: TrainConfig, steps_per_epoch: int):
                            (config.epochs - start) * steps_per_epoch)
     if config.lr_schedule == "constant":
         return config.learning_rate
-    raise ValueError(f"--lr-schedule: unknown schedule {config.lr_schedule!r}")
+    raise InputError(f"--lr-schedule: unknown schedule {config.lr_schedule!r}")
 
 
 def on_step_counter(schedule, counter):

@@ -31,19 +31,19 @@ from virtual_ihc.data.decode import DecodeFailures, load_validation_tiles, remov
 from virtual_ihc.data.holdout import split_validation
 from virtual_ihc.data.index import DomainIndex, index_domain
 from virtual_ihc.data.stream import default_steps_per_epoch, make_train_dataset, make_validation_dataset
-from virtual_ihc.io.images import remove_orphaned_temporaries
 from virtual_ihc.data.synthetic import write_sample_dataset
+from virtual_ihc.errors import RunFailure
 from virtual_ihc.export import export_generators
-from virtual_ihc.pixels import uint8_to_unit
+from virtual_ihc.io.images import remove_orphaned_temporaries
 from virtual_ihc.models import CycleGAN, build_patchgan_discriminator, build_resnet_generator
+from virtual_ihc.pixels import uint8_to_unit
 from virtual_ihc.training.callbacks import (DecodeFailureReport, EpochCheckpoint, LearningRateLogger, ProgressDisplay,
-                                           SampleImages, progress_mode)
+                                            SampleImages, progress_mode)
 from virtual_ihc.training.checkpoints import CheckpointManager, list_checkpoints
 from virtual_ihc.training.guard import PathologyGuard
 from virtual_ihc.training.history import reconcile_history
 from virtual_ihc.training.schedules import build_learning_rate_schedule, on_step_counter
 from virtual_ihc.training.strategy import check_workers_agree, is_chief, select_strategy
-from virtual_ihc.errors import RunFailure
 
 logger = logging.getLogger(__name__)
 

@@ -14,10 +14,10 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import logging
-import sys
 from pathlib import Path
 
-from virtual_ihc.viewer.deep_zoom import SlideOpenError, open_viewer_slides
+from virtual_ihc.errors import InputError
+from virtual_ihc.viewer.deep_zoom import open_viewer_slides
 from virtual_ihc.viewer.server import ServerOptions, ViewerServer
 
 logger = logging.getLogger(__name__)
@@ -46,18 +46,14 @@ def is_loopback(host: str) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        slides = open_viewer_slides(args.slides)
-    except SlideOpenError as error:
-        print(f"virtual-ihc view: error: {error}", file=sys.stderr)
-        return 2
+    """Serve the slides until Ctrl+C; unreadable slides or an address in use raise :class:`InputError` (status 2)."""
+    slides = open_viewer_slides(args.slides)
     try:
         server = ViewerServer(slides, ServerOptions(host=args.host, port=args.port))
     except OSError as error:
         for slide in slides:
             slide.close()
-        print(f"virtual-ihc view: error: cannot listen on {args.host}:{args.port} ({error})", file=sys.stderr)
-        return 2
+        raise InputError(f"cannot listen on {args.host}:{args.port} ({error})") from error
     if not is_loopback(args.host):
         logger.warning("listening on %s: other machines can see these slides", args.host)
     print(f"virtual-ihc view: open {server.url} in a browser (Ctrl+C stops)", flush=True)

@@ -24,12 +24,13 @@ import openslide
 from openslide.deepzoom import DeepZoomGenerator
 from PIL import Image, UnidentifiedImageError
 
+from virtual_ihc.errors import InputError
 from virtual_ihc.io.slides import positive_float
 
 logger = logging.getLogger(__name__)
 
 
-class SlideOpenError(ValueError):
+class SlideOpenError(InputError):
     """A slide given to the viewer is missing or unreadable; the message names the file."""
 
 
@@ -49,9 +50,9 @@ class TileOptions:
 
     def __post_init__(self):
         if self.tile_size < 1 or self.overlap < 0:
-            raise ValueError(f"tile_size must be >= 1 and overlap >= 0, got {self.tile_size}, {self.overlap}")
+            raise InputError(f"tile_size must be >= 1 and overlap >= 0, got {self.tile_size}, {self.overlap}")
         if not 1 <= self.quality <= 95:
-            raise ValueError(f"quality must be in [1, 95], got {self.quality}")
+            raise InputError(f"quality must be in [1, 95], got {self.quality}")
 
 
 class ViewerSlide:
