@@ -1,20 +1,21 @@
 """virtual_ihc: virtual Ki-67 immunohistochemistry from H&E with an improved CycleGAN.
 
-The package is laid out by concept:
+The package is laid out in layers; every import points down (``tests/test_layering.py``):
 
-- ``config``: dataclass configuration and the named profiles (``small``, ``paper``).
-- ``models``: the ResNet generator with encoder-decoder skips, the PatchGAN
-  discriminator and the ``CycleGAN`` training model.
-- ``losses``: adversarial (BCE / LSGAN), L1 cycle, SSIM structural cycle and identity losses.
+- foundation: ``io`` (images, slides, TFRecords, pyramidal TIFFs), ``grid`` (tile grids and
+  tissue fractions), ``pixels`` (uint8 <-> [-1, 1], the size multiple), ``errors``
+  (``InputError``, ``RunFailure``), ``runtime`` (start-up, logging, exit statuses);
+- ``config``: dataclass configuration and the named profiles (``small``, ``paper``, ``real``);
+  ``weights``: pretrained-weight selection;
 - ``histology``: the domain core: stain vectors and colour deconvolution, tissue
-  masks, nuclei, the Ki-67 index and stain normalisation.
-- ``slides``: whole slides before training: reading, tiling, splits, registration.
-- ``data``: the training input: image I/O, TFRecords, the procedural sample data and
-  the ``tf.data`` pipeline.
-- ``training``: learning-rate schedules, atomic checkpoints, callbacks, the training run.
-- ``export``: SavedModel / ``.keras`` export of the generators.
-- ``inference``: whole-slide virtual staining; ``evaluation``: metrics and reports;
-  ``nst``: the neural style transfer baseline.
+  masks, nuclei, the Ki-67 index, stain normalisation and the pathology consistency measures;
+- ``models``: the ResNet generator with encoder-decoder skips, the PatchGAN
+  discriminator and the ``CycleGAN`` training model; ``losses``; ``export``: SavedModel / ``.keras``;
+- ``slides``: whole slides before training: tiling, splits, registration; ``data``: the
+  training input (index, hold-out, decode, stream) and the procedural sample data;
+- ``training``, ``inference`` (whole-slide virtual staining), ``evaluation`` (metrics and
+  reports), ``nst`` (the neural style transfer baseline), ``viewer``;
+- ``experiments`` (the ablation) and ``cli``, the one way into every command.
 """
 
 __version__ = "0.1.0"
