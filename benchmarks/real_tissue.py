@@ -14,7 +14,7 @@ both goes to the held-out set whole. All Ki-67 images are training data: the mea
 held-out Ki-67, and the Ki-67 tiles the model learned from are the reference of the positivity
 calibration (an unpaired model can only learn how common positivity is there).
 
-Training. ``virtual_ihc.training.run_training`` with ``--profile`` (``real``, ``paper`` or
+Training. ``virtual_ihc.training.trainer.run_training`` with ``--profile`` (``real``, ``paper`` or
 ``small``), the model size and crop given here (16 base filters, 6 residual blocks, 128-pixel
 crops by default: about 1.6 s per batch-4 step on 2 CPU cores), ``--steps`` steps split into
 ``--epochs`` epochs, and any ``--set section.option=value``. The pathology guard measures the
@@ -212,7 +212,7 @@ def read_history(path: Path) -> dict:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from virtual_ihc.cli import configure_logging
+    from virtual_ihc.runtime import configure_logging
 
     configure_logging()
     from virtual_ihc.config import resolve_config
