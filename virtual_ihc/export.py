@@ -107,15 +107,23 @@ class GeneratorServingModule(tf.Module):
                                   lambda: tf.zeros_like(images))}
 
     def _stain(self, images):
+        padded = self.padded_input(images)
+        return self.cropped_output(self.generator(padded, training=False), images)
+
+    def padded_input(self, images):
+        """uint8 ``[N, H, W, 3]`` -> float ``[N, H', W', 3]`` in [-1, 1], mirror-padded to the size multiple."""
         height, width = tf.shape(images)[1], tf.shape(images)[2]
         # the bottleneck must be at least 2 pixels for the residual blocks' reflection padding
         tf.debugging.assert_greater_equal(
             tf.minimum(height, width), self.min_size,
             message=f"images must be at least {self.min_size} pixels high and wide")
         pad_h, pad_w = padding_to_multiple(height, width, self.size_multiple)
-        padded = tf.pad(uint8_to_unit(images), [[0, 0], [0, pad_h], [0, pad_w], [0, 0]], mode="REFLECT")
-        output = self.generator(padded, training=False)[:, :height, :width, :]
-        return unit_to_uint8(output)
+        return tf.pad(uint8_to_unit(images), [[0, 0], [0, pad_h], [0, pad_w], [0, 0]], mode="REFLECT")
+
+    @staticmethod
+    def cropped_output(output, images):
+        """The generator's float output for :meth:`padded_input` of ``images``, cropped back, as uint8."""
+        return unit_to_uint8(output[:, :tf.shape(images)[1], :tf.shape(images)[2], :])
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
     def serve_encoded(self, image_bytes):

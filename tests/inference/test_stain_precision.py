@@ -11,6 +11,7 @@ from virtual_ihc.data.synthetic import make_layout, render_he, sample_tiles
 from virtual_ihc.export import export_generators
 from virtual_ihc.inference.model import ModelNotFoundError, StainModel, keras_generator_path
 from virtual_ihc.inference.stitching import StitchOptions
+from virtual_ihc.inference.slide_statistics import NormalizationOptions
 from virtual_ihc.inference.whole_slide import StainOptions, stain_file
 from virtual_ihc.io.images import read_image_rgb, write_image_rgb
 from virtual_ihc.models import build_resnet_generator
@@ -107,7 +108,9 @@ class Interrupted:
 def test_a_bfloat16_run_does_not_resume_a_float32_partial_slide(float32_run, tmp_path):
     rng = np.random.default_rng(6)
     slide = write_image_as_slide(tmp_path / "he.tif", render_he(make_layout(rng, (150, 200)), rng), mpp=0.5)
-    options = StainOptions(StitchOptions(tile_size=64, overlap=16, margin=4, keep_background=True), resume=True)
+    # per-tile normalisation: every tile goes through the (interrupted) serving call
+    options = StainOptions(StitchOptions(tile_size=64, overlap=16, margin=4, keep_background=True), resume=True,
+                           normalization=NormalizationOptions("tile"))
     float32 = StainModel(float32_run)
     with pytest.raises(KeyboardInterrupt):
         stain_file(slide, tmp_path / "ki67.tif", Interrupted(float32, fail_after=8), options)

@@ -16,6 +16,10 @@ import numpy as np
 MIN_SATURATION = 20
 #: darkness (255 - grey level) below which a pixel of a colourless image is background
 MIN_DARKNESS = 25
+#: a full-resolution pixel is glass up to this much above the 99th percentile of the glass signal
+GLASS_MARGIN = 10
+#: overview pixels between tissue and the glass whose signal is measured
+GLASS_CLEARANCE = 3
 
 
 def saturation(rgb: np.ndarray) -> np.ndarray:
@@ -31,16 +35,24 @@ def is_colourless(rgb: np.ndarray) -> bool:
     return float(np.percentile(saturation(rgb), 99)) < MIN_SATURATION
 
 
-def tissue_signal(rgb: np.ndarray) -> tuple[np.ndarray, int]:
+def tissue_signal(rgb: np.ndarray, colourless: bool | None = None) -> tuple[np.ndarray, int]:
     """What tissue is thresholded on, ``uint8 (H, W)``, and the floor of that threshold.
 
     HSV saturation (floor :data:`MIN_SATURATION`) for colour images; for
-    colourless ones (:func:`is_colourless`) darkness, ``255 - grey level``
-    (floor :data:`MIN_DARKNESS`), since tissue is darker than glass.
+    colourless ones (:func:`is_colourless`, or ``colourless`` when given: a tile of a
+    colour slide may be all glass) darkness, ``255 - grey level`` (floor
+    :data:`MIN_DARKNESS`), since tissue is darker than glass.
     """
-    if is_colourless(rgb):
+    if is_colourless(rgb) if colourless is None else colourless:
         return 255 - cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY), MIN_DARKNESS
     return saturation(rgb), MIN_SATURATION
+
+
+def tissue_threshold(rgb: np.ndarray) -> int:
+    """Otsu's threshold of :func:`tissue_signal`, floored at the signal's floor (what :func:`tissue_mask` uses)."""
+    signal, floor = tissue_signal(rgb)
+    otsu, _ = cv2.threshold(signal, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    return max(int(otsu), floor)
 
 
 def tissue_mask(rgb: np.ndarray, threshold: int | None = None, smooth: int = 5) -> np.ndarray:
@@ -52,16 +64,55 @@ def tissue_mask(rgb: np.ndarray, threshold: int | None = None, smooth: int = 5) 
             colourless image); ``None`` = Otsu, floored at the signal's floor.
         smooth: size of the morphological closing/opening kernel (0 = none).
     """
-    signal, floor = tissue_signal(rgb)
+    signal, _ = tissue_signal(rgb)
     if threshold is None:
-        otsu, _ = cv2.threshold(signal, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-        threshold = max(int(otsu), floor)
+        threshold = tissue_threshold(rgb)
     mask = (signal > threshold).astype(np.uint8)
     if smooth > 0:
         kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (smooth, smooth))
         mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, kernel)
         mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, kernel)
     return mask.astype(bool)
+
+
+def glass_threshold(rgb: np.ndarray) -> int:
+    """The :func:`tissue_signal` level above which a full-resolution pixel is tissue, from a slide's overview.
+
+    Glass is what is as pale as the slide's glass: the 99th percentile of the signal over
+    the overview's glass (outside :func:`tissue_mask`, kept :data:`GLASS_CLEARANCE` overview
+    pixels away from tissue) plus :data:`GLASS_MARGIN`, at least the signal's floor and at
+    most the tissue threshold (:func:`tissue_threshold`). Lower than the tissue threshold,
+    which separates tissue *regions* from glass: pale stroma between collagen fibres is
+    tissue, and stays so.
+    """
+    signal, floor = tissue_signal(rgb)
+    tissue = tissue_mask(rgb).astype(np.uint8)
+    near = cv2.dilate(tissue, np.ones((2 * GLASS_CLEARANCE + 1,) * 2, np.uint8)).astype(bool)
+    glass = signal[~near]
+    level = float(np.percentile(glass, 99)) if glass.size else 0.0
+    return int(min(tissue_threshold(rgb), max(floor, level + GLASS_MARGIN)))
+
+
+def tissue_weight(rgb: np.ndarray, threshold: int, colourless: bool, smooth: int = 5,
+                  feather: float = 2.0) -> np.ndarray:
+    """How much each pixel of a full-resolution tile is tissue, float32 ``(H, W)`` in [0, 1] (0 = glass).
+
+    The slide's threshold and colour decision (from its overview: :func:`glass_threshold`,
+    :func:`is_colourless`) applied to the tile's own pixels, so that every tile of a slide
+    is cut the same way; cleaned like :func:`tissue_mask` (closing, then opening, with an
+    elliptic kernel of ``smooth`` pixels), then feathered by a Gaussian of ``feather``
+    pixels so that the edge between tissue and glass is soft.
+    """
+    signal, _ = tissue_signal(rgb, colourless)
+    mask = (signal > threshold).astype(np.uint8)
+    if smooth > 0:
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (smooth, smooth))
+        mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, kernel)
+        mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, kernel)
+    weight = mask.astype(np.float32)
+    if feather > 0:
+        weight = cv2.GaussianBlur(weight, (0, 0), feather, borderType=cv2.BORDER_REFLECT)
+    return weight
 
 
 def tissue_fraction(rgb: np.ndarray, threshold: int = MIN_SATURATION) -> float:

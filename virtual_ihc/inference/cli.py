@@ -37,7 +37,10 @@ from virtual_ihc.errors import InputError
 from virtual_ihc.export import PRECISIONS
 from virtual_ihc.histology.normalization import METHODS, StainNormalizer
 from virtual_ihc.inference.distributed import format_table, run_on_cluster
-from virtual_ihc.inference.model import DEFAULT_DIRECTION, StainModel, resolve_model
+from virtual_ihc.inference.model import (DEFAULT_DIRECTION, ModelNotFoundError, StainModel,
+                                         keras_generator_path, resolve_model)
+from virtual_ihc.inference.slide_statistics import METHODS as NORMALIZATIONS
+from virtual_ihc.inference.slide_statistics import NormalizationOptions
 from virtual_ihc.inference.stitching import StitchOptions
 from virtual_ihc.inference.whole_slide import StainOptions, StainResult, stain_file
 from virtual_ihc.io.images import IMAGE_EXTENSIONS, TIFF_EXTENSIONS, read_image_rgb, remove_orphaned_temporaries
@@ -49,9 +52,22 @@ logger = logging.getLogger(__name__)
 SLIDE_EXTENSIONS = (".svs", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif", ".svslide", ".dcm")
 
 
+def glass_colour(text: str) -> tuple[int, int, int] | None:
+    """``--glass-colour``: ``R,G,B`` (0-255 each) or ``none``."""
+    if text.strip().lower() == "none":
+        return None
+    try:
+        values = tuple(int(value) for value in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 3 or not all(0 <= value <= 255 for value in values):
+        raise argparse.ArgumentTypeError(f"expected R,G,B with values 0-255 (e.g. 255,255,255) or none, got {text!r}")
+    return values
+
+
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Add the ``stain`` options to ``parser``."""
-    stitch, stain = StitchOptions(), StainOptions()
+    stitch, stain, normalization = StitchOptions(), StainOptions(), NormalizationOptions()
     parser.add_argument("input", type=Path, help="H&E image, whole-slide image, or a folder of them")
     parser.add_argument("output", type=Path,
                         help="output file (.tif/.tiff: pyramidal tiled TIFF; .png/.jpg: image), "
@@ -77,6 +93,18 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                              "(default: %(default)s)")
     parser.add_argument("--keep-background", action="store_true",
                         help="run background tiles through the generator too")
+    parser.add_argument("--normalization", choices=NORMALIZATIONS,
+                        help="instance normalisation over the tiles: kernel = statistics measured on every tissue "
+                             "tile in a first pass and smoothed over neighbouring tiles, so the slide is stained "
+                             "as one (needs the run's .keras generator beside the export); tile = each tile its "
+                             "own statistics (default: kernel when the .keras generator is there, else tile)")
+    parser.add_argument("--kernel-tiles", type=float, default=normalization.kernel_tiles,
+                        help="width (standard deviation) of the smoothing kernel of --normalization kernel, in "
+                             "tiles; inf = one set of statistics for the whole slide (default: %(default)s)")
+    parser.add_argument("--glass-colour", type=glass_colour, default=stain.glass_colour, metavar="R,G,B|none",
+                        help="colour written where the H&E is glass (its full-resolution tissue mask, feathered) "
+                             "and for tiles without tissue; none = the generator's own output on glass "
+                             "(default: 255,255,255)")
     target = parser.add_mutually_exclusive_group()
     target.add_argument("--target-mpp", type=float, default=stain.target_mpp,
                         help="microns per pixel to stain at (default: the model's, from its export "
@@ -114,9 +142,12 @@ def options_from_args(args: argparse.Namespace) -> StainOptions:
     stitch = StitchOptions(tile_size=args.tile_size, overlap=args.overlap, margin=args.margin,
                            batch_size=args.batch_size, min_tissue=args.min_tissue,
                            keep_background=args.keep_background)
+    normalization = None
+    if args.normalization is not None or args.kernel_tiles != NormalizationOptions().kernel_tiles:
+        normalization = NormalizationOptions(method=args.normalization or "kernel", kernel_tiles=args.kernel_tiles)
     return StainOptions(stitch=stitch, whole=args.whole, target_mpp=args.target_mpp, target_mag=args.target_mag,
                         mpp=args.mpp, objective_power=args.objective_power, compression=args.compression,
-                        resume=args.resume)
+                        resume=args.resume, normalization=normalization, glass_colour=args.glass_colour)
 
 
 def normalizer_from_args(args: argparse.Namespace) -> StainNormalizer | None:
@@ -162,6 +193,20 @@ def format_result(result: StainResult) -> str:
             f"{result.tiles_run}/{result.tiles_total} tiles run{resumed}, {result.seconds:.1f} s")
 
 
+def check_keras_generator(model: StainModel | Path, options: StainOptions, direction: str) -> None:
+    """``--normalization kernel`` was asked for: the export must have its ``.keras`` generator beside it.
+
+    Raises:
+        ModelNotFoundError: it has none (the message names the file and the way out).
+    """
+    if options.normalization is None or options.normalization.method != "kernel":
+        return
+    path = model.keras_path if isinstance(model, StainModel) else keras_generator_path(model, direction)
+    if not path.is_file():
+        raise ModelNotFoundError(f"{path}: no .keras generator beside the export, which --normalization kernel "
+                                 f"needs; use --normalization tile")
+
+
 def run(args: argparse.Namespace) -> int:
     """Stain every input; bad options or inputs raise before anything is stained (exit status 2).
 
@@ -178,6 +223,7 @@ def run(args: argparse.Namespace) -> int:
     # on a cluster the workers load the model; here it is only checked that it exists
     model = (resolve_model(args.model, args.direction, args.precision)[0] if distributed
              else StainModel(args.model, args.direction, args.precision))
+    check_keras_generator(model, options, args.direction)
     if distributed:
         return run_distributed(args, jobs, model, options, normalizer)
     failures = 0

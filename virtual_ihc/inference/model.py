@@ -10,6 +10,12 @@ float32 export), the run's ``.keras`` generator beside the export
 serving functions, computing in that precision
 (:func:`virtual_ihc.export.serving_module`): the result equals an export made
 in that precision.
+
+Slide-consistent normalisation (:mod:`virtual_ihc.inference.slide_statistics`) needs the
+generator's instance-norm statistics, which the SavedModel signature does not expose:
+:meth:`StainModel.statistics_module` loads the ``.keras`` generator beside the export and
+wraps it in :class:`StatisticsServingModule` (measure the statistics of uint8 tiles; stain
+uint8 tiles with given statistics), with the same padding and precision as the signature.
 """
 
 from __future__ import annotations
@@ -20,10 +26,12 @@ from pathlib import Path
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 import virtual_ihc.models  # noqa: F401  (registers the generator's custom layers for .keras files)
 from virtual_ihc.errors import InputError
-from virtual_ihc.export import PRECISIONS, read_model_metadata, serving_module
+from virtual_ihc.export import (PRECISIONS, GeneratorServingModule, generator_in_precision, read_model_metadata,
+                                serving_module)
 
 logger = logging.getLogger(__name__)
 
@@ -102,8 +110,10 @@ class StainModel:
         import tensorflow as tf
 
         self.path, self.precision, keras_path = resolve_model(path, direction, precision)
+        self.direction = direction
         self.metadata = read_model_metadata(self.path)
         self._tf = tf
+        self._statistics: StatisticsServingModule | None = None
         if keras_path is None:
             self._serve = tf.saved_model.load(str(self.path)).signatures["serving_default"]
             logger.info("loaded %s (metadata: %s)", self.path, self.metadata or "none")
@@ -119,6 +129,74 @@ class StainModel:
     def __call__(self, tiles: np.ndarray) -> np.ndarray:
         """``uint8 (N, H, W, 3)`` -> ``uint8 (N, H, W, 3)``; H, W >= 16, any (not only multiples of 8)."""
         return self._serve(images=self._tf.constant(tiles))["images"].numpy()
+
+    @property
+    def keras_path(self) -> Path:
+        """Where the export's ``.keras`` generator is (it may be missing: older exports)."""
+        return keras_generator_path(self.path, self.direction)
+
+    def statistics_module(self) -> "StatisticsServingModule":
+        """The ``.keras`` generator's :class:`StatisticsServingModule`, in this model's precision (loaded once).
+
+        Raises:
+            ModelNotFoundError: there is no ``.keras`` generator beside the export.
+        """
+        if self._statistics is None:
+            if not self.keras_path.is_file():
+                raise ModelNotFoundError(f"{self.keras_path}: no .keras generator beside the export {self.path}, "
+                                         f"which slide-consistent normalisation needs (use --normalization tile)")
+            generator = keras.saving.load_model(self.keras_path, compile=False)
+            self._statistics = StatisticsServingModule(generator_in_precision(generator, self.precision))
+            logger.info("loaded %s for slide-consistent normalisation, computing in %s", self.keras_path,
+                        self.precision)
+        return self._statistics
+
+
+class StatisticsServingModule(GeneratorServingModule):
+    """A generator's serving functions plus its two uses for slide-consistent normalisation.
+
+    - :meth:`measure`: uint8 ``[N, H, W, 3]`` -> ``{"means", "variances"}``, float32 ``[N, C]``:
+      what each instance norm measured (:func:`~virtual_ihc.models.instance_statistics.statistics_model`);
+    - :meth:`stain_given`: uint8 tiles and float32 ``[N, C]`` statistics -> ``{"images": uint8}``.
+
+    Both pad and crop as the serving signature does.
+    """
+
+    def __init__(self, generator):
+        from virtual_ihc.models.instance_statistics import given_statistics_model, statistics_model
+
+        super().__init__(generator)
+        self.measuring = statistics_model(generator)
+        self.given = given_statistics_model(generator)
+
+    @property
+    def statistics_size(self) -> int:
+        """``C``: channels of all instance-norm layers together."""
+        return int(self.given.inputs[1].shape[-1])
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
+    def measure(self, images):
+        """uint8 ``[N, H, W, 3]`` -> ``{"means": float32 [N, C], "variances": float32 [N, C]}``."""
+        means, variances = self.measuring(self.padded_input(images), training=False)
+        return {"means": means, "variances": variances}
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images"),
+                                  tf.TensorSpec([None, None], tf.float32, name="means"),
+                                  tf.TensorSpec([None, None], tf.float32, name="variances")])
+    def stain_given(self, images, means, variances):
+        """uint8 ``[N, H, W, 3]`` and float32 ``[N, C]`` statistics -> ``{"images": uint8 [N, H, W, 3]}``."""
+        output = self.given([self.padded_input(images), means, variances], training=False)
+        return {"images": self.cropped_output(output, images)}
+
+    def measure_tiles(self, tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """float32 ``(N, C)`` means and variances of uint8 ``(N, H, W, 3)`` tiles."""
+        result = self.measure(tf.constant(tiles))
+        return result["means"].numpy(), result["variances"].numpy()
+
+    def stain_tiles(self, tiles: np.ndarray, means: np.ndarray, variances: np.ndarray) -> np.ndarray:
+        """uint8 ``(N, H, W, 3)`` tiles stained with the given float32 ``(N, C)`` statistics."""
+        return self.stain_given(tf.constant(tiles), tf.constant(means, tf.float32),
+                                tf.constant(variances, tf.float32))["images"].numpy()
 
 
 def _rebuilt_serving_module(keras_path: Path, precision: str):

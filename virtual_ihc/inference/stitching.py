@@ -11,12 +11,13 @@ caller, and the rest of the band (the overlap with the next tile row, the
 *carry*) moves up. Memory is one band, whatever the image height.
 
 Background tiles (``is_tissue`` false) are not run through the model: they
-count as white output, so background comes out white and blends smoothly
-into neighbouring tissue tiles. They cost nothing: the band accumulates
-``window * (output - 255)`` of tissue tiles only, and a finished pixel is
-``255 + sum / coverage``, where the coverage (the sum of all tiles' windows at
-that pixel) is known in closed form, ``rows(y) * cols(x)``, because the
-windows are separable and the grid is a product of two axes.
+count as the background colour (white unless told otherwise), so background
+comes out that colour and blends smoothly into neighbouring tissue tiles.
+They cost nothing: the band accumulates ``window * (output - background)``
+of tissue tiles only, and a finished pixel is ``background + sum / coverage``,
+where the coverage (the sum of all tiles' windows at that pixel) is known in
+closed form, ``rows(y) * cols(x)``, because the windows are separable and the
+grid is a product of two axes.
 """
 
 from __future__ import annotations
@@ -36,7 +37,10 @@ from virtual_ihc.pixels import SIZE_MULTIPLE
 TileReader = Callable[[int, int, int, int], np.ndarray]
 #: model(tiles uint8 (N, h, w, 3)) -> uint8 (N, h, w, 3)
 TileModel = Callable[[np.ndarray], np.ndarray]
-WHITE = 255.0
+#: stain_batch(row, columns int (N,), tiles uint8 (N, h, w, 3)) -> uint8 (N, h, w, 3): a model that
+#: may use where the tiles are (tile row ``row``, its tile columns ``columns``)
+BatchStainer = Callable[[int, np.ndarray, np.ndarray], np.ndarray]
+WHITE = (255, 255, 255)
 #: smallest tile side the serving signature accepts (a bottleneck of at least 2 pixels)
 MIN_SIDE = 2 * SIZE_MULTIPLE
 
@@ -145,8 +149,9 @@ class FinishedBand:
     tiles_run: int
 
 
-def stitch_rows(layout: TileLayout, read_tile: TileReader, model: TileModel, is_tissue: np.ndarray,
-                batch_size: int, first_row: int = 0, carry: np.ndarray | None = None) -> Iterator[FinishedBand]:
+def stitch_rows(layout: TileLayout, read_tile: TileReader, stain_batch: BatchStainer, is_tissue: np.ndarray,
+                batch_size: int, first_row: int = 0, carry: np.ndarray | None = None,
+                background: tuple[int, int, int] = WHITE) -> Iterator[FinishedBand]:
     """Run the model over the tile grid row by row and yield the finished output rows.
 
     The tiles of the next batch are read in a background thread while the model
@@ -156,11 +161,13 @@ def stitch_rows(layout: TileLayout, read_tile: TileReader, model: TileModel, is_
     Args:
         layout: the tile grid.
         read_tile: pixel source.
-        model: tile function (e.g. :class:`~virtual_ihc.inference.model.StainModel`).
-        is_tissue: bool ``(num_rows, num_cols)``; false tiles are white, not run.
+        stain_batch: the model, given where the tiles are (:func:`positionless` makes one of a
+            tile function such as :class:`~virtual_ihc.inference.model.StainModel`).
+        is_tissue: bool ``(num_rows, num_cols)``; false tiles are ``background``, not run.
         batch_size: tiles per model call.
         first_row: tile row to start from (resuming); rows before it are not read.
         carry: the :attr:`FinishedBand.carry` of tile row ``first_row - 1`` when resuming.
+        background: RGB of the tiles that are not run (and of the band before any tile adds to it).
     """
     row_weights = axis_weights(list(layout.row_starts), layout.tile_height, layout.margin)
     col_weights = axis_weights(list(layout.col_starts), layout.tile_width, layout.margin)
@@ -171,7 +178,8 @@ def stitch_rows(layout: TileLayout, read_tile: TileReader, model: TileModel, is_
         return np.stack([read_tile(layout.row_starts[row], layout.col_starts[col], layout.tile_height,
                                    layout.tile_width) for col in columns])
 
-    batches = _prefetched(_batches(is_tissue, batch_size, first_row), read_batch)
+    background = np.asarray(background, np.float32)
+    batches = prefetched(_batches(is_tissue, batch_size, first_row), read_batch)
     try:
         pending = next(batches, None)
         for row in range(first_row, layout.num_rows):
@@ -181,15 +189,21 @@ def stitch_rows(layout: TileLayout, read_tile: TileReader, model: TileModel, is_
                 band[:len(carry)] = carry
             while pending is not None and pending[0] == row:
                 _, columns, tiles = pending
-                for col, output in zip(columns, model(tiles)):
-                    _accumulate(band, output, row_weights[row], col_weights[col], layout.col_starts[col])
+                for col, output in zip(columns, stain_batch(row, columns, tiles)):
+                    _accumulate(band, output, row_weights[row], col_weights[col], layout.col_starts[col], background)
                 pending = next(batches, None)
             final = layout.final_rows_end(row) - y
             carry = band[final:].copy()
-            yield FinishedBand(row, y, _finish(band[:final], row_coverage[y:y + final], col_coverage), carry,
+            yield FinishedBand(row, y, _finish(band[:final], row_coverage[y:y + final], col_coverage, background),
+                               carry,
                                int(is_tissue[row].sum()))
     finally:
         batches.close()  # waits for a read under way: the caller may close the slide next
+
+
+def positionless(model: TileModel) -> BatchStainer:
+    """The :data:`BatchStainer` that runs ``model`` on the tiles wherever they are."""
+    return lambda row, columns, tiles: model(tiles)
 
 
 def _batches(is_tissue: np.ndarray, batch_size: int, first_row: int) -> Iterator[tuple[int, np.ndarray]]:
@@ -200,7 +214,7 @@ def _batches(is_tissue: np.ndarray, batch_size: int, first_row: int) -> Iterator
             yield row, columns[start:start + batch_size]
 
 
-def _prefetched(batches: Iterator[tuple[int, np.ndarray]],
+def prefetched(batches: Iterator[tuple[int, np.ndarray]],
                 read_batch: Callable[[int, np.ndarray], np.ndarray]) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
     """``(row, columns, tiles)`` for each batch; the next batch's read is under way when one is yielded."""
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
@@ -214,11 +228,12 @@ def _prefetched(batches: Iterator[tuple[int, np.ndarray]],
             yield previous[0], previous[1], previous[2].result()
 
 
-def _finish(sums: np.ndarray, row_coverage: np.ndarray, col_coverage: np.ndarray) -> np.ndarray:
-    """``uint8`` pixels ``255 + sums / coverage`` of finished rows; ``sums`` is overwritten (no band-sized copies)."""
+def _finish(sums: np.ndarray, row_coverage: np.ndarray, col_coverage: np.ndarray,
+            background: np.ndarray) -> np.ndarray:
+    """``uint8`` pixels ``background + sums / coverage`` of finished rows; ``sums`` is overwritten (no band copies)."""
     sums /= row_coverage[:, None, None]
     sums /= col_coverage[None, :, None]
-    sums += WHITE
+    sums += background
     np.rint(sums, out=sums)
     return np.clip(sums, 0, 255, out=sums).astype(np.uint8)
 
@@ -232,7 +247,7 @@ def _coverage(starts: tuple[int, ...], weights: list[np.ndarray], length: int) -
 
 
 def _accumulate(band: np.ndarray, output: np.ndarray, row_weight: np.ndarray, col_weight: np.ndarray,
-                x: int) -> None:
-    """Add ``window * (output - 255)`` of one tile (``uint8 (h, w, 3)``) to ``band`` in place."""
+                x: int, background: np.ndarray) -> None:
+    """Add ``window * (output - background)`` of one tile (``uint8 (h, w, 3)``) to ``band`` in place."""
     window = row_weight.astype(np.float32)[:, None, None] * col_weight.astype(np.float32)[None, :, None]
-    band[:, x:x + len(col_weight)] += window * (output.astype(np.float32) - WHITE)
+    band[:, x:x + len(col_weight)] += window * (output.astype(np.float32) - background)

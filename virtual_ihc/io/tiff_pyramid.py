@@ -159,13 +159,15 @@ class TiffPyramidWriter:
         compression: ``"jpeg"`` or ``"deflate"``.
         mpp: µm per level-0 pixel for the resolution tags (``None`` = none).
         state: :meth:`state` of an earlier writer of the same file, to continue it.
+        description: ASCII text for level 0's ImageDescription tag (``None`` = none).
     """
 
     def __init__(self, path: str | os.PathLike, shapes: list[tuple[int, int]], compression: str,
-                 mpp: float | None, state: dict | None = None):
+                 mpp: float | None, state: dict | None = None, description: str | None = None):
         if compression not in COMPRESSIONS:
             raise ValueError(f"compression must be one of {sorted(COMPRESSIONS)}, got {compression!r}")
         self.path, self.shapes, self.compression, self.mpp = Path(path), list(shapes), compression, mpp
+        self.description = description
         self.grids = [(-(-height // TIFF_TILE), -(-width // TIFF_TILE)) for height, width in self.shapes]
         if state is None:
             self.offsets = [np.zeros(rows * cols, np.uint64) for rows, cols in self.grids]
@@ -235,6 +237,8 @@ class TiffPyramidWriter:
                 (277, _SHORT, [3]), (284, _SHORT, [1]), (305, _ASCII, [b"virtual_ihc\0"]),
                 (322, _LONG, [TIFF_TILE]), (323, _LONG, [TIFF_TILE]),
                 (324, _LONG8, self.offsets[level].tolist()), (325, _LONG8, self.bytecounts[level].tolist())]
+        if self.description is not None and level == 0:
+            tags.append((270, _ASCII, [self.description.encode("ascii") + b"\0"]))
         if self.mpp is not None:
             resolution = _resolution(1e4 / (self.mpp * 2 ** level))
             tags += [(282, _RATIONAL, resolution), (283, _RATIONAL, resolution), (296, _SHORT, [3])]  # per cm
