@@ -16,7 +16,7 @@ import numpy as np
 MIN_SATURATION = 20
 #: darkness (255 - grey level) below which a pixel of a colourless image is background
 MIN_DARKNESS = 25
-#: a full-resolution pixel is glass up to this much above the 99th percentile of the glass signal
+#: a full-resolution pixel is glass up to this much above the median signal of the slide's glass
 GLASS_MARGIN = 10
 #: overview pixels between tissue and the glass whose signal is measured
 GLASS_CLEARANCE = 3
@@ -78,18 +78,18 @@ def tissue_mask(rgb: np.ndarray, threshold: int | None = None, smooth: int = 5) 
 def glass_threshold(rgb: np.ndarray) -> int:
     """The :func:`tissue_signal` level above which a full-resolution pixel is tissue, from a slide's overview.
 
-    Glass is what is as pale as the slide's glass: the 99th percentile of the signal over
-    the overview's glass (outside :func:`tissue_mask`, kept :data:`GLASS_CLEARANCE` overview
-    pixels away from tissue) plus :data:`GLASS_MARGIN`, at least the signal's floor and at
-    most the tissue threshold (:func:`tissue_threshold`). Lower than the tissue threshold,
-    which separates tissue *regions* from glass: pale stroma between collagen fibres is
-    tissue, and stays so.
+    Glass is what is as pale as the slide's glass: the median of the signal over the
+    overview's glass (outside :func:`tissue_mask`, at least :data:`GLASS_CLEARANCE` overview
+    pixels from it; the median, because pale tissue that the mask leaves out is there too)
+    plus :data:`GLASS_MARGIN`, at least the signal's floor and at most the tissue threshold
+    (:func:`tissue_threshold`). Lower than the tissue threshold, which separates tissue
+    *regions* from glass: pale stroma between collagen fibres is tissue, and stays so.
     """
     signal, floor = tissue_signal(rgb)
     tissue = tissue_mask(rgb).astype(np.uint8)
     near = cv2.dilate(tissue, np.ones((2 * GLASS_CLEARANCE + 1,) * 2, np.uint8)).astype(bool)
     glass = signal[~near]
-    level = float(np.percentile(glass, 99)) if glass.size else 0.0
+    level = float(np.median(glass)) if glass.size else 0.0
     return int(min(tissue_threshold(rgb), max(floor, level + GLASS_MARGIN)))
 
 

@@ -40,6 +40,13 @@ def he_tissue_mask(he: np.ndarray, rule: GlassRule, erode: int = 0) -> np.ndarra
     return mask
 
 
+def he_glass_mask(he: np.ndarray, rule: GlassRule, clearance: int = 8) -> np.ndarray:
+    """bool ``(H, W)``: where the H&E is glass, at least ``clearance`` px from tissue (clear of the feathered edge)."""
+    tissue = he_tissue_mask(he, rule).astype(np.uint8)
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * clearance + 1, 2 * clearance + 1))
+    return ~cv2.dilate(tissue, kernel).astype(bool)
+
+
 def cell_bounds(starts: list[int], tile: int, length: int) -> list[tuple[int, int]]:
     """``(begin, end)`` of each tile's cell along one axis: tile edges, or the centres of the overlaps."""
     bounds = [0]

@@ -51,8 +51,14 @@ def is_instance_norm(layer: keras.layers.Layer) -> bool:
             and layer.groups == int(layer.gamma.shape[0] if layer.scale else layer.beta.shape[0]))
 
 
+def _check_has_instance_norm(generator: keras.Model) -> None:
+    if not any(is_instance_norm(layer) for layer in generator.layers):
+        raise ValueError(f"{generator.name} has no instance-normalisation layer")
+
+
 def statistics_layout(generator: keras.Model) -> StatisticsLayout:
     """The :class:`StatisticsLayout` of ``generator`` (the order its graph calls the layers in)."""
+    _check_has_instance_norm(generator)
     found = []
 
     def record(layer, *args, **kwargs):
@@ -61,8 +67,6 @@ def statistics_layout(generator: keras.Model) -> StatisticsLayout:
         return layer(*args, **kwargs)
 
     keras.models.clone_model(generator, clone_function=lambda layer: layer, call_function=record)
-    if not found:
-        raise ValueError(f"{generator.name} has no instance-normalisation layer")
     names, channels = zip(*found)
     return StatisticsLayout(tuple(names), tuple(channels))
 
@@ -74,6 +78,7 @@ def statistics_model(generator: keras.Model) -> keras.Model:
     whose block starts at ``offset`` (:func:`statistics_layout`), measured over H and W of each
     image as the layer measures it (in float32). Layers after the last instance norm are not run.
     """
+    _check_has_instance_norm(generator)
     means, variances = [], []
 
     def measure(layer, *args, **kwargs):
@@ -84,8 +89,6 @@ def statistics_model(generator: keras.Model) -> keras.Model:
         return layer(*args, **kwargs)
 
     clone = keras.models.clone_model(generator, clone_function=lambda layer: layer, call_function=measure)
-    if not means:
-        raise ValueError(f"{generator.name} has no instance-normalisation layer")
     return keras.Model(clone.inputs, [ops.concatenate(means, axis=-1), ops.concatenate(variances, axis=-1)],
                        name=f"{generator.name}_statistics")
 
