@@ -1,5 +1,7 @@
 """``virtual-ihc stain`` / ``python -m virtual_ihc.stain``: files, folders, options and errors."""
 
+import argparse
+import math
 import runpy
 from pathlib import Path
 
@@ -12,7 +14,8 @@ from virtual_ihc.cli import main
 from virtual_ihc.data.synthetic import make_layout, render_he
 from virtual_ihc.export import export_saved_model, model_metadata
 from virtual_ihc.histology.normalization import StainNormalizer, fit_stain_stats
-from virtual_ihc.inference.cli import output_name
+from virtual_ihc.inference.cli import configure_parser, options_from_args, output_name
+from virtual_ihc.inference.slide_statistics import NormalizationOptions
 from virtual_ihc.io.images import read_image_rgb, write_image_rgb
 from virtual_ihc.slides.synthetic_slides import write_image_as_slide
 
@@ -108,3 +111,23 @@ def test_python_m_virtual_ihc_stain_is_the_stain_command(monkeypatch, capsys):
         runpy.run_module("virtual_ihc.stain", run_name="__main__")
     assert exit_info.value.code == 0
     assert "virtual-ihc stain" in capsys.readouterr().out
+
+
+def test_normalization_options_reach_the_stain_options():
+    parser = argparse.ArgumentParser()
+    configure_parser(parser)
+
+    def parse(*extra):
+        return options_from_args(parser.parse_args(["in.png", "out.png", "--model", "run", *extra]))
+
+    assert parse().normalization is None  # slide-consistent when the export has its .keras generator
+    assert parse("--normalization", "tile").normalization.method == "tile"
+    assert parse("--kernel-tiles", "inf").normalization == NormalizationOptions("kernel", math.inf)
+    assert parse("--normalization", "kernel", "--kernel-tiles", "3").normalization.kernel_tiles == 3
+
+
+def test_kernel_normalization_without_a_keras_generator_exits_2(run_dir, tmp_path, capsys):
+    write_image_rgb(tmp_path / "he.png", he_image(64, 64))
+    assert main(["stain", str(tmp_path / "he.png"), str(tmp_path / "out.png"), "--model", str(run_dir),
+                 "--normalization", "kernel"]) == 2
+    assert "no .keras generator" in capsys.readouterr().err and not (tmp_path / "out.png").exists()
