@@ -36,6 +36,8 @@ SUBCOMMANDS = {
                                                    "virtual_ihc.experiments.ablation)"),
     "resnet18-weights": ("virtual_ihc.evaluation.resnet18", "convert torchvision's ImageNet ResNet-18 to the .npz "
                                                             "the P-hash loads (needs torch, torchvision, internet)"),
+    "readout": ("virtual_ihc.readout.cli", "Ki-67 readout of a virtual slide: cells for QuPath, index per region, "
+                                           "hot spot, report"),
 }
 
 #: subcommands that run TensorFlow (imported quietly before their parser is built)

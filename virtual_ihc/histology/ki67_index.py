@@ -43,15 +43,27 @@ class TileIndex:
         return self.positive / self.nuclei if self.nuclei else float("nan")
 
 
+def nucleus_dab(rgb: np.ndarray, labels: np.ndarray,
+                options: NucleusOptions = NucleusOptions()) -> tuple[np.ndarray, np.ndarray]:
+    """Mean DAB amount of each nucleus 1..N of ``labels`` in ``rgb``, and whether it is Ki-67 positive.
+
+    Returns:
+        ``(mean_dab float64 (N,), positive bool (N,))``: positive when the mean DAB exceeds
+        ``options.dab_threshold`` (``rgb2hed`` units).
+    """
+    mean_dab = mean_per_nucleus(stain_concentrations(rgb)[..., 2], labels)
+    return mean_dab, mean_dab > options.dab_threshold
+
+
 def index_over_nuclei(rgb: np.ndarray, labels: np.ndarray, options: NucleusOptions = NucleusOptions()) -> TileIndex:
     """Count the nuclei ``labels`` (int32 ``(H, W)``, 0 = background) whose mean DAB in ``rgb`` is positive."""
     count = int(labels.max())
     if count == 0:
         return TileIndex(0, 0, 0.0, 0.0)
-    mean_dab = mean_per_nucleus(stain_concentrations(rgb)[..., 2], labels)
+    _, positive = nucleus_dab(rgb, labels, options)
     areas = np.bincount(labels.ravel(), minlength=count + 1)[1:].astype(np.float64)
     present = areas > 0
-    positive = (mean_dab > options.dab_threshold) & present
+    positive = positive & present
     pixels = labels.size
     return TileIndex(nuclei=int(present.sum()), positive=int(positive.sum()),
                      positive_area=float(areas[positive].sum() / pixels),
