@@ -8,14 +8,18 @@ import pytest
 
 @pytest.fixture
 def serve_slides():
-    """``with serve_slides([path, ...]) as server:`` a running :class:`ViewerServer` (port chosen by the system)."""
+    """``with serve_slides([path, ...], readout=None) as server:`` a running :class:`ViewerServer` (port chosen by
+    the system), with the index layer of a readout folder if given."""
 
     @contextlib.contextmanager
-    def serve(paths, **server_options):
+    def serve(paths, readout=None, **server_options):
         from virtual_ihc.viewer.deep_zoom import open_viewer_slides
+        from virtual_ihc.viewer.index_layer import open_index_layer
         from virtual_ihc.viewer.server import ServerOptions, ViewerServer
 
-        server = ViewerServer(open_viewer_slides(paths), ServerOptions(port=0, **server_options))
+        slides = open_viewer_slides(paths)
+        layer = open_index_layer(readout, slides) if readout is not None else None
+        server = ViewerServer(slides, ServerOptions(port=0, **server_options), layer)
         thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         thread.start()
         try:

@@ -236,3 +236,54 @@ def test_panes_load_tiles_follow_each_other_and_overlay(make_slide, serve_slides
                               "slider.value = 0; slider.dispatchEvent(new Event('input'));")
         settle(driver, "the overlay to fade out")
         assert tissue_mask(screenshot_panes(driver, tmp_path / "overlay_off.png")[0], HE_TISSUE).mean() > 0.05
+
+
+def test_index_map_is_a_layer_over_the_virtual_slide_with_toggle_and_opacity(make_slide, serve_slides, tmp_path):
+    """A readout of the virtual slide in 2 x 2 regions, index 0 and 1 as a checkerboard, drawn over its pane."""
+    from matplotlib import colormaps
+    from selenium.webdriver.common.by import By
+
+    from virtual_ihc.readout.regions import RegionCounts, write_index_layer
+
+    slides = [make_slide("he.tif", tissue_image(HE_TISSUE), mpp=MPP),
+              make_slide("virtual_ki67.tif", tissue_image(VIRTUAL_TISSUE, seed=1), mpp=MPP)]
+    height, width = SLIDE_SHAPE
+    counts = RegionCounts.empty(width, height, width / 2)  # regions of 800 px: 2 x 2 over the slide
+    counts.nuclei[:] = 10
+    counts.positive[:] = [[0, 10], [10, 0]]
+    readout = tmp_path / "readout"
+    readout.mkdir()
+    write_index_layer(readout, counts, 1.0, "virtual_ki67.tif", (width, height), width / 2 * MPP)
+    low, high = (np.array(colormaps["turbo"](value)[:3]) * 255 for value in (0.0, 1.0))
+    # glass points of the top-left (index 0) and top-right (index 1) regions, slide pixels
+    points = [(200, 150), (1400, 150)]
+
+    def colours_at(driver, name):
+        pane = screenshot_panes(driver, tmp_path / f"{name}.png")[1]
+        spots = driver.execute_script(
+            "const item = virtualIhcViewer.viewers[1].world.getItemAt(0);"
+            "return arguments[0].map(([x, y]) => { const p = item.imageToViewerElementCoordinates("
+            "new OpenSeadragon.Point(x, y)); return [p.x, p.y]; });", points)
+        return [pane[round(y) - 2:round(y) + 3, round(x) - 2:round(x) + 3].reshape(-1, 3).mean(axis=0)
+                for x, y in spots]
+
+    with serve_slides(slides, readout=readout) as server, headless_chromium() as driver:
+        driver.get(server.url)
+        wait_for(driver, FULLY_LOADED + " && !!virtualIhcViewer.indexLayer", "the panes and the index layer")
+        assert driver.find_element(By.ID, "index-base").text == "virtual_ki67.tif"
+        assert driver.execute_script("return virtualIhcViewer.viewers[0].world.getItemCount();") == 2  # H&E+overlay
+        driver.execute_script("const slider = document.getElementById('index-opacity');"
+                              "slider.value = 100; slider.dispatchEvent(new Event('input'));")
+        settle(driver, "the index layer at full opacity")
+        top_left, top_right = colours_at(driver, "index_on")
+        assert np.abs(top_left - low).max() <= COLOUR_TOLERANCE and np.abs(top_right - high).max() <= COLOUR_TOLERANCE
+        driver.find_element(By.ID, "index-toggle").click()  # off: the slide's glass again
+        settle(driver, "the index layer switched off")
+        assert all(np.abs(colour - GLASS).max() <= 8 for colour in colours_at(driver, "index_off"))
+        driver.find_element(By.ID, "index-toggle").click()
+        driver.execute_script("const slider = document.getElementById('index-opacity');"
+                              "slider.value = 50; slider.dispatchEvent(new Event('input'));")
+        settle(driver, "the index layer at half opacity")
+        assert driver.find_element(By.ID, "index-value").text == "50 %"
+        half_left, _ = colours_at(driver, "index_half")
+        assert np.abs(half_left - (low + GLASS) / 2).max() <= COLOUR_TOLERANCE

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import json
 import math
 import os
 from pathlib import Path
@@ -78,20 +79,44 @@ class RegionCounts:
 
 
 def index_colours(index: np.ndarray) -> np.ndarray:
-    """uint8 RGB ``(..., 3)`` of labelling indices in [0, 1]: blue (0) through yellow to red (1) (matplotlib's
-    ``coolwarm`` would mislead at 0.5; ``turbo`` is used)."""
+    """uint8 RGB ``(..., 3)`` of labelling indices in [0, 1]: matplotlib's ``turbo``, dark blue (0) through
+    green and yellow to dark red (1); NaN as 0."""
     from matplotlib import colormaps
 
     return (colormaps["turbo"](np.clip(np.nan_to_num(index), 0.0, 1.0))[..., :3] * 255).astype(np.uint8)
 
 
-def index_layer(counts: RegionCounts, min_nuclei: int = 1) -> np.ndarray:
-    """uint8 RGBA ``(rows, cols, 4)``: one pixel per region, its index colour, opaque where it has at least
-    ``min_nuclei`` nuclei, transparent elsewhere (the viewer's overlay, stretched over the slide)."""
+def index_layer(counts: RegionCounts, pixels_per_region: int = 1) -> np.ndarray:
+    """uint8 RGBA ``(rows * p, cols * p, 4)``: ``p = pixels_per_region`` pixels a side per region, its index
+    colour, opaque where it has nuclei, transparent elsewhere (the viewer's overlay, stretched over the slide;
+    several pixels a region keep its edges sharp when the browser scales it up)."""
     layer = np.zeros(counts.nuclei.shape + (4,), np.uint8)
     layer[..., :3] = index_colours(counts.index)
-    layer[..., 3] = np.where(counts.nuclei >= max(min_nuclei, 1), 255, 0)
-    return layer
+    layer[..., 3] = np.where(counts.nuclei > 0, 255, 0)
+    return np.repeat(np.repeat(layer, pixels_per_region, axis=0), pixels_per_region, axis=1)
+
+
+def write_index_layer(folder: str | os.PathLike, counts: RegionCounts, downsample: float, slide_name: str,
+                      virtual_size: tuple[int, int], region_um: float, side: int = 1024) -> None:
+    """``index_layer.png`` (:func:`index_layer`, about ``side`` pixels on its long side) and ``index_layer.json``.
+
+    The JSON says which virtual slide the layer covers and where it lies on it (``virtual-ihc view
+    --readout`` reads it): ``{"image", "slide" (file name), "virtual_size", "columns", "rows",
+    "region_px" (virtual-slide pixels a region), "region_um"}``. Both written under temporary names
+    and renamed.
+    """
+    folder = Path(folder)
+    pixels = int(np.clip(side // max(counts.nuclei.shape), 1, 64))
+    layer = index_layer(counts, pixels)
+    tmp = folder / ".index_layer.tmp.png"
+    cv2.imwrite(str(tmp), cv2.cvtColor(layer, cv2.COLOR_RGBA2BGRA))
+    os.replace(tmp, folder / "index_layer.png")
+    tmp = folder / ".index_layer.json.tmp"
+    tmp.write_text(json.dumps({"image": "index_layer.png", "slide": slide_name,
+                               "virtual_size": [int(value) for value in virtual_size],
+                               "columns": int(counts.nuclei.shape[1]), "rows": int(counts.nuclei.shape[0]),
+                               "region_px": counts.side / downsample, "region_um": region_um}))
+    os.replace(tmp, folder / "index_layer.json")
 
 
 def index_map(thumbnail: np.ndarray, counts: RegionCounts, level0_size: tuple[float, float],

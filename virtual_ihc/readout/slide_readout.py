@@ -35,7 +35,7 @@ from virtual_ihc.io.images import write_image_rgb
 from virtual_ihc.io.slides import Slide, open_slide, read_downsampled
 from virtual_ihc.readout.cells import tile_cells
 from virtual_ihc.readout.qupath import CellWriter, read_roi
-from virtual_ihc.readout.regions import RegionCounts, index_layer, index_map
+from virtual_ihc.readout.regions import RegionCounts, index_map, write_index_layer
 from virtual_ihc.readout.report import ReadoutSummary, write_report
 
 logger = logging.getLogger(__name__)
@@ -155,8 +155,7 @@ def _tiles(width: int, height: int, size: int) -> list[tuple[int, int, int, int]
 
 def _write_png(path: Path, image: np.ndarray) -> None:
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    write_image_rgb(tmp, image) if image.shape[-1] == 3 else cv2.imwrite(
-        str(tmp), cv2.cvtColor(image, cv2.COLOR_RGBA2BGRA))
+    write_image_rgb(tmp, image)
     os.replace(tmp, path)
 
 
@@ -206,14 +205,7 @@ def read_out(virtual_path: str | os.PathLike, out_dir: str | os.PathLike, he_pat
     hot_spot = counts.hot_spot(options.hotspot_min_nuclei)
     counts.write_csv(out_dir / "regions.csv", geometry.he_mpp)
     _write_png(out_dir / "index_map.png", index_map(overview, counts, geometry.he_size, hot_spot))
-    _write_png(out_dir / "index_layer.png", index_layer(counts))
-    layer_json = out_dir / "index_layer.json"
-    tmp = layer_json.with_name(f".{layer_json.name}.tmp")
-    # where the layer lies on the virtual slide: one layer pixel per region of region_px virtual-slide pixels
-    tmp.write_text(json.dumps({"image": "index_layer.png", "columns": int(counts.nuclei.shape[1]),
-                               "rows": int(counts.nuclei.shape[0]), "region_px": counts.side / geometry.downsample,
-                               "virtual_size": [width, height], "region_um": options.region_um}))
-    os.replace(tmp, layer_json)
+    write_index_layer(out_dir, counts, geometry.downsample, virtual_path.name, (width, height), options.region_um)
     summary = ReadoutSummary.of(virtual_path, geometry, counts, hot_spot, options, roi_path, writer.count)
     write_report(out_dir / "report.md", summary)
     return summary

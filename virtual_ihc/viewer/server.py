@@ -6,6 +6,7 @@ Routes (GET only)::
     /slides.json                       the slides: name, DZI address, µm/px, size
     /slides/<i>.dzi                    Deep Zoom descriptor of slide i
     /slides/<i>_files/<z>/<c>_<r>.jpeg one tile
+    /index_layer.png                   the readout's Ki-67 index layer (``--readout``), if any
     /static/<file>                     the page's script and style, OpenSeadragon
 
 No address is turned into a file path: slides are served by their index among the
@@ -30,6 +31,7 @@ from urllib.parse import unquote, urlsplit
 import openslide
 
 from virtual_ihc.viewer.deep_zoom import ViewerSlide
+from virtual_ihc.viewer.index_layer import IndexLayer
 
 logger = logging.getLogger(__name__)
 
@@ -60,15 +62,23 @@ def static_files(folder: Path = STATIC_DIR) -> dict[str, Path]:
             for path in sorted(folder.rglob("*")) if path.is_file()}
 
 
-def slides_manifest(slides: list[ViewerSlide]) -> dict:
+def slides_manifest(slides: list[ViewerSlide], index_layer: IndexLayer | None = None) -> dict:
     """What the page needs to lay out the panes (``/slides.json``).
 
     ``world_units`` is ``"um"`` when every slide has a µm/px: each slide is then
     placed with its physical width, so slides scanned or stained at different
     resolutions line up; otherwise ``"slide_width"``: each slide is one unit wide.
+    ``index_layer`` (or ``None``): the readout layer's address, the pane it covers and its
+    width in world units.
     """
     physical = all(slide.mpp for slide in slides)
+    world_width = [slide.dimensions[0] * slide.mpp if physical else 1.0 for slide in slides]
+    layer = None
+    if index_layer is not None:
+        layer = {"url": "index_layer.png", "slide": index_layer.slide,
+                 "world_width": world_width[index_layer.slide] * index_layer.width_fraction}
     return {
+        "index_layer": layer,
         "world_units": "um" if physical else "slide_width",
         "slides": [{
             "name": slide.name,
@@ -76,7 +86,7 @@ def slides_manifest(slides: list[ViewerSlide]) -> dict:
             "width": slide.dimensions[0],
             "height": slide.dimensions[1],
             "mpp": slide.mpp,
-            "world_width": slide.dimensions[0] * slide.mpp if physical else 1.0,
+            "world_width": world_width[index],
         } for index, slide in enumerate(slides)],
     }
 
@@ -94,6 +104,8 @@ class ViewerRequestHandler(BaseHTTPRequestHandler):
                 self._send_file(self.server.static["/static/index.html"])
             elif path == "/slides.json":
                 self._send(json.dumps(self.server.manifest).encode(), "application/json")
+            elif path == "/index_layer.png" and self.server.index_layer is not None:
+                self._send(self.server.index_layer.png, "image/png")
             elif path in self.server.static:
                 self._send_file(self.server.static[path])
             elif match := _DZI.fullmatch(path):
@@ -153,13 +165,16 @@ class ViewerServer(ThreadingHTTPServer):
         slides: the slides, served by index.
         manifest: :func:`slides_manifest` of the slides.
         static: :func:`static_files` of the package.
+        index_layer: a readout's index layer over one of the slides, or ``None``.
     """
 
     daemon_threads = True
 
-    def __init__(self, slides: list[ViewerSlide], options: ServerOptions = ServerOptions()):
+    def __init__(self, slides: list[ViewerSlide], options: ServerOptions = ServerOptions(),
+                 index_layer: IndexLayer | None = None):
         self.slides = list(slides)
-        self.manifest = slides_manifest(self.slides)
+        self.index_layer = index_layer
+        self.manifest = slides_manifest(self.slides, index_layer)
         self.static = static_files()
         if ":" in options.host:  # an IPv6 address such as ::1
             self.address_family = socket.AF_INET6

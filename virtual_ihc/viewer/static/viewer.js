@@ -1,5 +1,6 @@
 // virtual-ihc view: one OpenSeadragon viewer per slide, pan and zoom kept in sync,
-// a scale bar per pane from the slide's µm/px, and an overlay of another slide on the first pane.
+// a scale bar per pane from the slide's µm/px, an overlay of another slide on the first pane, and
+// a readout's Ki-67 index map as a layer over its virtual slide.
 "use strict";
 
 (function () {
@@ -13,6 +14,7 @@
     error: null,
     leader: null,      // the pane the user (or a script) moved last
     overlay: null,     // the tiled image overlaid on the first pane
+    indexLayer: null,  // the readout's index map over its slide's pane (virtual-ihc view --readout)
   };
   window.virtualIhcViewer = state;
 
@@ -196,6 +198,32 @@
     controls.hidden = false;
   }
 
+  // --- the readout's Ki-67 index map over its virtual slide ----------------------------
+  function setUpIndexLayer(layer) {
+    const toggle = document.getElementById("index-toggle");
+    const slider = document.getElementById("index-opacity");
+    const value = document.getElementById("index-value");
+    document.getElementById("index-base").textContent = state.slides[layer.slide].name;
+    const opacity = () => (toggle.checked ? slider.value / 100 : 0);
+    state.viewers[layer.slide].addSimpleImage({
+      url: layer.url,
+      x: 0,
+      y: 0,
+      width: layer.world_width,
+      opacity: opacity(),
+      success: (event) => { state.indexLayer = event.item; },
+    });
+    const update = () => {
+      value.textContent = `${slider.value} %`;
+      if (state.indexLayer) {
+        state.indexLayer.setOpacity(opacity());
+      }
+    };
+    slider.addEventListener("input", update);
+    toggle.addEventListener("change", update);
+    document.getElementById("index-controls").hidden = false;
+  }
+
   function fail(message) {
     state.error = message;
     document.getElementById("sync-note").textContent = message;
@@ -215,6 +243,9 @@
         state.ready = true;
         state.viewers[0].viewport.goHome(true);  // the others follow
         setUpOverlay();
+        if (manifest.index_layer) {
+          setUpIndexLayer(manifest.index_layer);
+        }
       }
     };
     const panes = state.slides.map((slide, index) => makePane(slide, index));
