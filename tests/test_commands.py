@@ -24,6 +24,7 @@ def missing_input_arguments(command: str, tmp_path: Path) -> list[str]:
         "tile": [f"{missing}.svs", "--stain", "he", "--out", out],
         "register": [f"{missing}_he.svs", f"{missing}_ki67.svs", "--out", out],
         "view": [f"{missing}.svs", "--port", "0"],
+        "readout": [f"{missing}.tif", "--out", out],
         "ablate": ["--out", out, "--config", f"{missing}.yaml"],
         # reads no input file: its input is torchvision's download (checked when torchvision is missing)
         "resnet18-weights": [f"{out}.npz"],
@@ -43,7 +44,7 @@ def skip_without_a_missing_input(command: str) -> None:
 
 
 def test_every_subcommand_is_covered():
-    assert set(cli.SUBCOMMANDS) == set(ENTRY_POINTS.values()) | {"view"}
+    assert set(cli.SUBCOMMANDS) == set(ENTRY_POINTS.values()) | {"view", "readout"}
 
 
 @pytest.mark.parametrize("command", sorted(cli.SUBCOMMANDS))

@@ -31,9 +31,9 @@ LAYERS = [
     {"virtual_ihc.models", "virtual_ihc.losses", "virtual_ihc.export"},
     # slides before training, the training input
     {"virtual_ihc.data", "virtual_ihc.slides"},
-    # training, inference, evaluation, the NST baseline, the viewer
+    # training, inference, evaluation, the NST baseline, the viewer, the readout of a virtual slide
     {"virtual_ihc.training", "virtual_ihc.inference", "virtual_ihc.evaluation", "virtual_ihc.nst",
-     "virtual_ihc.viewer"},
+     "virtual_ihc.viewer", "virtual_ihc.readout"},
     # experiments and data preparation commands
     {"virtual_ihc.experiments", "data_prep"},
     # the dispatcher and the script entries

@@ -32,6 +32,7 @@ import virtual_ihc.models  # noqa: F401  (registers the generator's custom layer
 from virtual_ihc.errors import InputError
 from virtual_ihc.export import (PRECISIONS, GeneratorServingModule, generator_in_precision, read_model_metadata,
                                 serving_module)
+from virtual_ihc.models.instance_statistics import given_statistics_model, statistics_model
 
 logger = logging.getLogger(__name__)
 
@@ -163,8 +164,6 @@ class StatisticsServingModule(GeneratorServingModule):
     """
 
     def __init__(self, generator):
-        from virtual_ihc.models.instance_statistics import given_statistics_model, statistics_model
-
         super().__init__(generator)
         self.measuring = statistics_model(generator)
         self.given = given_statistics_model(generator)

@@ -13,11 +13,8 @@ Every default comes from :class:`~virtual_ihc.readout.slide_readout.ReadoutOptio
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from virtual_ihc.errors import InputError
-from virtual_ihc.io.slides import SlideReadError
 from virtual_ihc.readout.slide_readout import ReadoutOptions, read_out
 
 
@@ -40,13 +37,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Read the slide out; bad input is one line and exit status 2."""
-    try:
-        options = ReadoutOptions(region_um=args.region_um, hotspot_min_nuclei=args.hotspot_min_nuclei)
-        summary = read_out(args.virtual, args.out, args.he, args.roi, options)
-    except (InputError, SlideReadError) as error:
-        print(f"virtual-ihc readout: error: {error}", file=sys.stderr)
-        return 2
+    """Read the slide out; bad input raises an :class:`~virtual_ihc.errors.InputError` (one line, exit status 2)."""
+    options = ReadoutOptions(region_um=args.region_um, hotspot_min_nuclei=args.hotspot_min_nuclei)
+    summary = read_out(args.virtual, args.out, args.he, args.roi, options)
     index = f"{summary.index:.3f}" if summary.nuclei else "n/a"
     spot = f", hot spot {summary.hot_spot['index']:.3f}" if summary.hot_spot else ""
     print(f"{summary.slide.name}: {summary.nuclei} nuclei, {summary.positive} positive, index {index}{spot}; "

@@ -178,9 +178,9 @@ def read_out(virtual_path: str | os.PathLike, out_dir: str | os.PathLike, he_pat
 
     virtual_path, out_dir = Path(virtual_path), Path(out_dir)
     roi = read_roi(roi_path) if roi_path is not None else None
-    out_dir.mkdir(parents=True, exist_ok=True)
     with open_slide(virtual_path) as virtual:
         geometry = slide_geometry(virtual, Path(he_path) if he_path is not None else None)
+        out_dir.mkdir(parents=True, exist_ok=True)
         width, height = virtual.dimensions
         scale = max(1.0, max(width, height) / OVERVIEW_SIDE)
         overview = read_downsampled(virtual, scale)
