@@ -45,19 +45,22 @@ def write_image_as_slide(path: str | os.PathLike, image: np.ndarray, mpp: float 
 
 
 def blob_tissue_renderer(height: int, width: int, seed: int = 0, texture_size: int = 256,
-                         cell: int = 512, tissue_fraction: float = 0.4) -> TileRenderer:
-    """A :data:`TileRenderer` of a large H&E-like slide from small pieces.
+                         cell: int = 512, tissue_fraction: float = 0.4, stain: str = "he") -> TileRenderer:
+    """A :data:`TileRenderer` of a large H&E-like (or Ki-67-like) slide from small pieces.
 
     Tissue occupies the cells (``cell`` level-0 pixels a side) where a smooth
     random field exceeds its ``1 - tissue_fraction`` quantile; tissue pixels repeat
-    one procedural H&E texture tile, background is glass. Memory: the field
-    (one value per cell) and the texture tile.
+    one procedural texture tile, stained as ``stain`` (``"he"`` or ``"ki67"``);
+    background is glass. Memory: the field (one value per cell) and the texture tile.
     """
+    if stain not in ("he", "ki67"):
+        raise ValueError(f"stain must be 'he' or 'ki67', got {stain!r}")
     rng = np.random.default_rng(seed)
     field = cv2.GaussianBlur(rng.standard_normal((math.ceil(height / cell), math.ceil(width / cell)))
                              .astype(np.float32), (0, 0), 2.0)
     field = (field > np.quantile(field, 1 - tissue_fraction)).astype(np.float32)
-    texture = render_he(make_layout(rng, texture_size, nucleus_radius=4.0), rng)
+    render = render_he if stain == "he" else render_ki67
+    texture = render(make_layout(rng, texture_size, nucleus_radius=4.0), rng)
 
     def render_tile(downsample: int, y: int, x: int, tile_height: int, tile_width: int) -> np.ndarray:
         rows = ((y + np.arange(tile_height)) * downsample) // cell
